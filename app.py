@@ -1,0 +1,102 @@
+"""LiteDiff Lab dashboard — home: pick a base model and see its card and samples.
+
+Thin by design: every number comes from a ``litediff_core`` call; nothing here computes.
+"""
+
+import streamlit as st
+
+from litediff_core.errors import LiteDiffError
+
+st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def load_model(source: str):
+    """Shared by every session: deep-copy before compressing (never mutate it in place)."""
+    from litediff_core.models import load_base
+
+    return load_base(source)
+
+
+@st.cache_data(show_spinner="Measuring size and MACs…")
+def size_of(source: str) -> dict:
+    from litediff_core.metrics import size_report
+
+    return size_report(load_model(source).unet)
+
+
+@st.cache_data(show_spinner="Measuring latency on this device…")
+def latency_of(source: str, device: str) -> dict:
+    from litediff_core.metrics import step_latency
+
+    return step_latency(load_model(source).unet, batch_size=16, device=device, repeats=5)
+
+
+@st.cache_data(show_spinner="Sampling…")
+def grid_of(source: str, sampler: str, steps: int, seed: int, device: str):
+    import copy
+
+    from litediff_core.samplers import generate, grid
+
+    base = load_model(source)
+    unet = copy.deepcopy(base.unet).to(device)
+    images = generate(unet, dict(base.scheduler.config), sampler=sampler, steps=steps, n=16,
+                      seed=seed, device=device)
+    return grid(images, nrow=8)
+
+
+def home():
+    from litediff_core.device import DEVICES, resolve_device
+
+    st.title("LiteDiff Lab")
+    st.caption("How much of a diffusion model can you cut away, and what does it cost?")
+    with st.sidebar:
+        source = st.text_input("Base model", value="embedded",
+                               help="embedded, a local diffusers folder, or a hub id "
+                                    "such as google/ddpm-cifar10-32")
+        device_choice = st.selectbox("Device", DEVICES)
+    try:
+        device = resolve_device(device_choice)
+        base = load_model(source)
+    except LiteDiffError as e:
+        st.error(str(e))
+        return
+    meta = base.meta
+    size = size_of(source)
+    lat = latency_of(source, device)
+    st.subheader(f"Base model: `{meta.source}`")
+    cols = st.columns(4)
+    cols[0].metric("Parameters", f"{size['params'] / 1e6:.2f} M")
+    cols[1].metric("MACs / image / step", f"{size['macs_per_image'] / 1e6:.0f} M")
+    cols[2].metric("Weights on disk", f"{size['bytes'] / 2**20:.2f} MiB")
+    cols[3].metric(f"Step latency ({device}, batch {lat['batch_size']})",
+                   f"{lat['median_s'] * 1000:.0f} ms")
+    st.caption(f"{meta.channels}×{meta.resolution}×{meta.resolution} images · dataset: "
+               f"{meta.dataset or 'unknown'} · loaded from {meta.path}")
+    left, right = st.columns([3, 2])
+    with left:
+        steps = st.slider("DDIM steps", 5, 100, 25, 5)
+        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+        st.image(grid_of(source, "ddim", steps, int(seed), device),
+                 caption=f"16 samples, DDIM {steps} steps, seed {seed}, {device}",
+                 use_container_width=True)
+    with right:
+        measured = meta.card.get("metrics")
+        if measured:
+            fid = measured["fidelity"]
+            st.markdown(f"**Measured quality** — {fid['label']}")
+            gate = measured.get("quality_gate")
+            if gate:
+                st.markdown(f"Quality gate ({gate['rule']}): "
+                            f"{'passes' if gate['passes'] else 'does not pass'} — mean "
+                            f"max-probability {gate['mean_max_probability']:.3f}")
+                st.bar_chart(gate["class_fractions"], horizontal=True)
+        training = meta.card.get("training")
+        if training:
+            st.markdown(f"**Training**: {training['steps']} steps, "
+                        f"{training['seconds'] / 60:.0f} min on {training['hardware']['device']}"
+                        f" — `{training['command']}`")
+
+
+pg = st.navigation([st.Page(home, title="Home", icon="🏠", default=True)])
+pg.run()

@@ -1,0 +1,196 @@
+"""The ``litediff`` command line: info, sample, eval, train-base, train-classifier.
+
+Errors meant for the user (bad model source, missing data, impossible options) print one line
+``litediff: error: ...`` and exit with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import LiteDiffError
+from .progress import TqdmProgress
+
+MODEL_HELP = "embedded[:name], a local diffusers folder, or a hub id such as google/ddpm-cifar10-32"
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _load(args):
+    from .models import load_base
+
+    base = load_base(args.model)
+    if getattr(args, "dataset", None):
+        base.meta.dataset = args.dataset
+    return base
+
+
+def cmd_info(args) -> dict:
+    from .metrics import size_report
+
+    base = _load(args)
+    return {"model": base.meta.to_dict() | {"card": None},
+            "size": size_report(base.unet),
+            "scheduler": {k: v for k, v in dict(base.scheduler.config).items()
+                          if not k.startswith("_")},
+            "training": base.meta.card.get("training", {}).get("command")}
+
+
+def cmd_sample(args) -> dict:
+    import time
+
+    from .device import resolve_device
+    from .samplers import generate, grid
+
+    base = _load(args)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    images = generate(base.unet.to(device), dict(base.scheduler.config), sampler=args.sampler,
+                      steps=args.steps, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                      device=device, progress=TqdmProgress("sampling"))
+    seconds = time.perf_counter() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid(images, nrow=args.nrow).save(out)
+    return {"out": str(out), "n": args.n, "sampler": args.sampler, "steps": args.steps,
+            "seed": args.seed, "device": device, "seconds": round(seconds, 3)}
+
+
+def cmd_eval(args) -> dict:
+    from .evaluate import EvalConfig, evaluate
+
+    base = _load(args)
+    cfg = EvalConfig(n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                     batch_size=args.batch_size, device=args.device)
+    result = evaluate(base, cfg, progress=TqdmProgress("eval"))
+    if args.card:
+        from .model_card import write_card
+
+        if base.meta.kind == "hub":
+            raise LiteDiffError("--card writes into a local model folder; a hub id has none")
+        result["card"] = str(write_card(Path(base.meta.path).parent
+                                        if Path(base.meta.path).name == "unet"
+                                        else Path(base.meta.path), result, base))
+    out = Path(args.json_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return result
+
+
+def cmd_train_base(args) -> dict:
+    from .train.base import TrainBaseConfig, train_base
+
+    cfg = TrainBaseConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, checkpoint_every=args.checkpoint_every,
+                          threads=args.threads)
+    folder = train_base(cfg, progress=TqdmProgress("train-base"))
+    return {"model": str(folder)}
+
+
+def cmd_train_classifier(args) -> dict:
+    from .train.classifier import TrainClassifierConfig, train_classifier
+
+    cfg = TrainClassifierConfig(out=args.out, epochs=args.epochs, seed=args.seed,
+                                threads=args.threads)
+    return train_classifier(cfg, progress=TqdmProgress("train-classifier"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .samplers import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="litediff", description="LiteDiff Lab: explore the "
+                                "compression of small diffusion models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_cmd(name, help_):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("model", nargs="?", default="embedded", help=MODEL_HELP)
+        sp.add_argument("--dataset", help="dataset the model belongs to, when the model "
+                        "does not say (fashion-mnist, mnist, cifar10, folder:<path>)")
+        return sp
+
+    def sampling(sp, n_default):
+        sp.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
+        sp.add_argument("--steps", type=_positive(int), default=50)
+        sp.add_argument("--n", type=_positive(int), default=n_default)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--batch-size", type=_positive(int), default=100)
+        sp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
+    model_cmd("info", "show a model's source, config, size and MACs").set_defaults(fn=cmd_info)
+
+    sp = model_cmd("sample", "draw a sample grid PNG")
+    sampling(sp, 16)
+    sp.add_argument("--out", default="grid.png")
+    sp.add_argument("--nrow", type=_positive(int), default=8)
+    sp.set_defaults(fn=cmd_sample)
+
+    sp = model_cmd("eval", "FID/KID/precision-recall with intervals, size, MACs, latency")
+    sampling(sp, 1000)
+    sp.add_argument("--json-out", default="eval.json", help="also write the JSON here")
+    sp.add_argument("--card", action="store_true",
+                    help="write the metrics into the model folder's card (README.md)")
+    sp.set_defaults(fn=cmd_eval)
+
+    sp = sub.add_parser("train-base", help="train (or resume) the embedded Fashion-MNIST DDPM")
+    sp.add_argument("--out", default="runs/train-base")
+    sp.add_argument("--steps", type=_positive(int), default=4000)
+    sp.add_argument("--batch-size", type=_positive(int), default=128)
+    sp.add_argument("--lr", type=_positive(float), default=1e-3)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--checkpoint-every", type=_positive(int), default=250)
+    sp.add_argument("--threads", type=_positive(int))
+    sp.set_defaults(fn=cmd_train_base)
+
+    sp = sub.add_parser("train-classifier", help="train the Fashion-MNIST feature classifier")
+    sp.add_argument("--out", default="runs/classifier")
+    sp.add_argument("--epochs", type=_positive(int), default=6)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=_positive(int))
+    sp.set_defaults(fn=cmd_train_classifier)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.fn(args)
+    except LiteDiffError as e:
+        print(f"litediff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("litediff: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("litediff: error: out of memory; lower --n or --batch-size", file=sys.stderr)
+        return 2
+    except Exception as e:  # last resort: one line, the traceback only on request
+        if os.environ.get("LITEDIFF_DEBUG"):
+            raise
+        if "out of memory" in str(e).lower():
+            print("litediff: error: out of memory; lower --batch-size or --n", file=sys.stderr)
+        else:
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            print(f"litediff: error: unexpected {type(e).__name__}: {first} "
+                  f"(set LITEDIFF_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Model size: parameters, non-zero parameters, bytes on disk and MACs per image.
+
+MACs are counted by fvcore's ``FlopCountAnalysis``, which counts one fused multiply-add as one
+"flop", i.e. it counts MACs. We keep only the operators that are multiply-accumulates —
+convolutions, linear layers, matrix products and attention (``scaled_dot_product_attention``,
+which fvcore 0.1.5 does not know; we add a handle) — and drop fvcore's default counters for
+normalisation and upsampling, which are element-wise work, not MACs (< 1 % of a UNet).
+
+MACs say nothing certain about speed: measure it with :mod:`litediff_core.metrics.speed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from math import prod
+from typing import Optional, Tuple
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from safetensors.torch import save as safetensors_save
+
+from ..errors import MetricError
+
+
+# ----------------------------------------------------------------------------- parameters & bytes
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _effective_parameters(module: nn.Module, recurse: bool = True):
+    """(name, tensor) of each parameter as the forward pass sees it: a parameter reparametrised
+    by ``torch.nn.utils.prune`` (``weight_orig`` + buffer ``weight_mask``) is multiplied by its mask."""
+    for name, p in module.named_parameters(recurse=recurse):
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if leaf.endswith("_orig") and hasattr(owner, leaf[:-5] + "_mask"):
+            yield name, p.detach() * getattr(owner, leaf[:-5] + "_mask")
+        else:
+            yield name, p.detach()
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Number of parameters that are not exactly zero (pruning masks applied)."""
+    return sum(int(torch.count_nonzero(t)) for _, t in _effective_parameters(model))
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Size in bytes of the model's state dict serialised as safetensors (its size on disk,
+    header included). Tensors sharing memory are stored once, as ``safetensors.torch.save_model``
+    does."""
+    tensors, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if not isinstance(t, torch.Tensor):
+            raise MetricError(f"cannot measure the size of {type(model).__name__}: state dict entry "
+                              f"{name!r} is a {type(t).__name__}, not a tensor (quantized module?); "
+                              f"export the model and measure the file instead")
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.numel() and key in seen:
+            continue
+        seen.add(key)
+        tensors[name] = t.detach().cpu().contiguous()
+    try:
+        return len(safetensors_save(tensors))
+    except Exception as e:  # unsupported dtype (e.g. quantized tensors)
+        raise MetricError(f"cannot serialise {type(model).__name__} as safetensors: {e}") from None
+
+
+# ----------------------------------------------------------------------------- MACs (fvcore)
+
+def _sdpa_macs(inputs, outputs) -> int:
+    """MACs of ``aten::scaled_dot_product_attention``: Q·Kᵀ (L×S×E) plus attention·V (L×S×Ev)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = prod(q[:-2])
+    length, source = q[-2], k[-2]
+    return batch * length * source * (q[-1] + v[-1])
+
+
+def _baddbmm_macs(inputs, outputs) -> int:
+    """MACs of ``aten::baddbmm(input, batch1, batch2)`` (diffusers' non-SDPA attention)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    b, n, m = get_shape(inputs[1])
+    return b * n * m * get_shape(inputs[2])[-1]
+
+
+def _no_macs(inputs, outputs) -> int:
+    return 0
+
+
+NOT_MACS = ("aten::batch_norm", "aten::group_norm", "aten::layer_norm", "aten::instance_norm",
+            "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::adaptive_avg_pool2d",
+            "aten::grid_sampler")
+
+
+class _UNetCall(nn.Module):
+    """Calls a diffusers UNet with tensors in and one tensor out, as the JIT tracer needs."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep):
+        out = self.unet(sample, timestep, return_dict=False)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _sample_shape(unet, resolution: Optional[int] = None) -> Tuple[int, int, int]:
+    config = getattr(unet, "config", None)
+    if config is None or "in_channels" not in config:
+        raise MetricError(f"{type(unet).__name__} has no diffusers config with in_channels and "
+                          f"sample_size: cannot build an input to count MACs")
+    size = resolution or config["sample_size"]
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return config["in_channels"], h, w
+
+
+def _flop_analysis(unet: nn.Module, resolution: Optional[int] = None):
+    """fvcore analysis of one UNet forward on a 1×C×H×W sample and a timestep; silenced."""
+    from fvcore.nn import FlopCountAnalysis
+
+    c, h, w = _sample_shape(unet, resolution)
+    p = next(unet.parameters())
+    inputs = (torch.randn(1, c, h, w, device=p.device, dtype=p.dtype),
+              torch.tensor([500], device=p.device))
+    analysis = FlopCountAnalysis(_UNetCall(unet), inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    for op in NOT_MACS:  # a zero handle: fvcore's set_op_handle(op, None) keeps default handles
+        analysis.set_op_handle(op, _no_macs)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+    analysis.set_op_handle("aten::baddbmm", _baddbmm_macs)
+    fvcore_logger = logging.getLogger("fvcore")
+    level = fvcore_logger.level
+    fvcore_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            analysis.total()  # runs the trace once; results are memoised
+    finally:
+        fvcore_logger.setLevel(level)
+    return analysis
+
+
+def _by_module(analysis) -> dict:
+    """MACs per module name of the UNet (the tracer's wrapper prefix ``unet.`` removed)."""
+    out = {}
+    for name, macs in analysis.by_module().items():
+        if name == "":
+            continue
+        out[name[len("unet."):] if name.startswith("unet.") else ("" if name == "unet" else name)] = macs
+    return out
+
+
+def macs_per_image(unet: nn.Module, resolution: Optional[int] = None) -> int:
+    """Multiply-accumulates of one UNet forward (one denoising step) on one image."""
+    return int(_flop_analysis(unet, resolution).total())
+
+
+# ----------------------------------------------------------------------------- per-layer table
+
+def layer_table(unet: nn.Module, resolution: Optional[int] = None) -> pd.DataFrame:
+    """One row per leaf module, in the order modules appear, with columns name, type, shape
+    (weight shape), params, nonzeros, sparsity and macs (per image).
+
+    A non-leaf module gets a row too when it owns parameters or MACs of its own, outside its
+    children (e.g. an attention block's Q·Kᵀ and attention·V products), so that every column
+    sums exactly to the model's totals.
+    """
+    macs = _by_module(_flop_analysis(unet, resolution))
+    rows = []
+    for name, module in unet.named_modules():
+        children = [f"{name}.{c}" if name else c for c, _ in module.named_children()]
+        own_macs = macs.get(name, 0) - sum(macs.get(c, 0) for c in children)
+        own = list(_effective_parameters(module, recurse=False))
+        params = sum(t.numel() for _, t in own)
+        if children and params == 0 and own_macs == 0:
+            continue
+        nonzeros = sum(int(torch.count_nonzero(t)) for _, t in own)
+        weight = getattr(module, "weight", None)
+        rows.append({
+            "name": name or "(top level)",
+            "type": type(module).__name__,
+            "shape": "×".join(map(str, weight.shape)) if isinstance(weight, torch.Tensor) else "",
+            "params": params,
+            "nonzeros": nonzeros,
+            "sparsity": 1.0 - nonzeros / params if params else 0.0,
+            "macs": int(own_macs),
+        })
+    return pd.DataFrame(rows, columns=["name", "type", "shape", "params", "nonzeros",
+                                       "sparsity", "macs"])
+
+
+def size_report(unet: nn.Module, resolution: Optional[int] = None) -> dict:
+    """Parameters, non-zero parameters, safetensors bytes and MACs per image of a UNet."""
+    return {
+        "params": count_params(unet),
+        "nonzero_params": count_nonzero(unet),
+        "bytes": model_bytes(unet),
+        "macs_per_image": macs_per_image(unet, resolution),
+    }

@@ -1,0 +1,87 @@
+import json
+import time
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from litediff_core.errors import ModelSourceError
+from litediff_core.models import cifar10_ddpm_config, load_base, parse_source, save_model
+from litediff_core.models.embedded import ddpm_scheduler_config
+
+
+def test_cifar10_architecture_from_local_folder_has_paper_param_count(tmp_path):
+    torch.manual_seed(0)
+    unet = UNet2DModel(**cifar10_ddpm_config())
+    # flat layout, as on the hub: config.json + weights + scheduler_config.json side by side
+    unet.save_pretrained(tmp_path / "cifar", safe_serialization=True)
+    DDPMScheduler(**ddpm_scheduler_config()).save_pretrained(tmp_path / "cifar")
+    base = load_base(str(tmp_path / "cifar"))
+    assert sum(p.numel() for p in base.unet.parameters()) == 35_746_307
+    assert (base.meta.kind, base.meta.resolution, base.meta.channels) == ("folder", 32, 3)
+    assert base.scheduler.config.num_train_timesteps == 1000
+    assert not any(p.suffix == ".bin" for p in (tmp_path / "cifar").iterdir())
+
+
+def test_save_and_reload_pipeline_folder_is_identical(tmp_path, tiny_unet, ddpm_scheduler):
+    folder = save_model(tiny_unet, ddpm_scheduler, tmp_path / "m",
+                        {"dataset": "fashion-mnist", "classes": ["a", "b"]})
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert json.loads((folder / "litediff.json").read_text())["litediff_version"]
+    base = load_base(str(folder))
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        assert torch.equal(base.unet(x, t).sample, tiny_unet(x, t).sample)
+    assert base.meta.dataset == "fashion-mnist" and base.meta.classes == ["a", "b"]
+
+
+def test_embedded_default_loads_with_metadata():
+    base = load_base("embedded")
+    assert base.meta.kind == "embedded"
+    assert (base.meta.dataset, base.meta.resolution, base.meta.channels) == ("fashion-mnist", 28, 1)
+    assert base.meta.card["training"]["steps"] > 0
+    with torch.no_grad():
+        out = base.unet(torch.zeros(1, 1, 28, 28), torch.tensor([999])).sample
+    assert out.shape == (1, 1, 28, 28) and torch.isfinite(out).all()
+
+
+def test_unreachable_hub_id_fails_fast_with_advice(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # really try the (unreachable) network
+    t0 = time.time()
+    with pytest.raises(ModelSourceError, match="local folder"):
+        load_base("google/ddpm-cifar10-32")
+    assert time.time() - t0 < 30
+
+
+@pytest.mark.parametrize("source, pattern", [
+    ("", "no model"),
+    ("embedded:nope", "unknown embedded"),
+    ("./does/not/exist", "neither an existing folder"),
+    ("not a hub id!", "neither an existing folder"),
+])
+def test_bad_sources_are_explained(source, pattern):
+    with pytest.raises(ModelSourceError, match=pattern):
+        load_base(source)
+
+
+def test_folder_that_is_not_a_unet(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ModelSourceError, match="not a diffusers UNet folder"):
+        load_base(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
+    with pytest.raises(ModelSourceError, match="UNet2DModel checkpoints only"):
+        load_base(str(tmp_path))
+
+
+def test_corrupt_weights_are_explained(tmp_path, tiny_unet, ddpm_scheduler):
+    folder = save_model(tiny_unet, ddpm_scheduler, tmp_path / "m", {})
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelSourceError, match="cannot load the UNet weights"):
+        load_base(str(folder))
+
+
+def test_parse_source_kinds(tmp_path):
+    assert parse_source("embedded") == ("embedded", "fashion-mnist-ddpm")
+    assert parse_source("google/ddpm-cifar10-32") == ("hub", "google/ddpm-cifar10-32")
+    assert parse_source(str(tmp_path)) == ("folder", str(tmp_path))
