@@ -98,37 +98,42 @@ NOT_MACS = ("aten::batch_norm", "aten::group_norm", "aten::layer_norm", "aten::i
             "aten::grid_sampler")
 
 
-class _UNetCall(nn.Module):
-    """Calls a diffusers UNet with tensors in and one tensor out, as the JIT tracer needs."""
+class _Call(nn.Module):
+    """Calls the model with tensors in and one tensor out, as the JIT tracer needs: a diffusers
+    UNet as ``unet(sample, timestep)``, any other module as ``model(sample)``."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.unet = unet
+        self.model = model
 
-    def forward(self, sample, timestep):
-        out = self.unet(sample, timestep, return_dict=False)
+    def forward(self, *inputs):
+        out = self.model(*inputs, return_dict=False) if len(inputs) == 2 else self.model(*inputs)
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _sample_shape(unet, resolution: Optional[int] = None) -> Tuple[int, int, int]:
-    config = getattr(unet, "config", None)
+def _trace_inputs(model: nn.Module, resolution: Optional[int], sample_shape) -> tuple:
+    """A 1×C×H×W sample (from the diffusers config, or ``sample_shape``) and, for a UNet, a timestep."""
+    p = next(model.parameters(), None)
+    device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    if sample_shape is not None:
+        return (torch.randn(1, *sample_shape, device=device, dtype=dtype),)
+    config = getattr(model, "config", None)
     if config is None or "in_channels" not in config:
-        raise MetricError(f"{type(unet).__name__} has no diffusers config with in_channels and "
-                          f"sample_size: cannot build an input to count MACs")
+        raise MetricError(f"{type(model).__name__} has no diffusers config with in_channels and "
+                          f"sample_size: pass sample_shape=(C, H, W) to count its MACs")
     size = resolution or config["sample_size"]
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    return config["in_channels"], h, w
+    return (torch.randn(1, config["in_channels"], h, w, device=device, dtype=dtype),
+            torch.tensor([500], device=device))
 
 
-def _flop_analysis(unet: nn.Module, resolution: Optional[int] = None):
-    """fvcore analysis of one UNet forward on a 1×C×H×W sample and a timestep; silenced."""
-    from fvcore.nn import FlopCountAnalysis
+def _flop_analysis(model: nn.Module, resolution: Optional[int] = None, sample_shape=None):
+    """fvcore analysis of one forward on one image (a UNet gets a timestep too); silenced."""
+    with warnings.catch_warnings():  # fvcore's import uses the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
-    c, h, w = _sample_shape(unet, resolution)
-    p = next(unet.parameters())
-    inputs = (torch.randn(1, c, h, w, device=p.device, dtype=p.dtype),
-              torch.tensor([500], device=p.device))
-    analysis = FlopCountAnalysis(_UNetCall(unet), inputs)
+    analysis = FlopCountAnalysis(_Call(model), _trace_inputs(model, resolution, sample_shape))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     for op in NOT_MACS:  # a zero handle: fvcore's set_op_handle(op, None) keeps default handles
         analysis.set_op_handle(op, _no_macs)
@@ -147,23 +152,26 @@ def _flop_analysis(unet: nn.Module, resolution: Optional[int] = None):
 
 
 def _by_module(analysis) -> dict:
-    """MACs per module name of the UNet (the tracer's wrapper prefix ``unet.`` removed)."""
+    """MACs per module name of the model (the tracing wrapper's prefix removed; "" is the model)."""
     out = {}
     for name, macs in analysis.by_module().items():
-        if name == "":
-            continue
-        out[name[len("unet."):] if name.startswith("unet.") else ("" if name == "unet" else name)] = macs
+        if name == "model" or name.startswith("model."):
+            out[name[len("model."):]] = macs
     return out
 
 
-def macs_per_image(unet: nn.Module, resolution: Optional[int] = None) -> int:
-    """Multiply-accumulates of one UNet forward (one denoising step) on one image."""
-    return int(_flop_analysis(unet, resolution).total())
+def macs_per_image(model: nn.Module, resolution: Optional[int] = None,
+                   sample_shape: Optional[Tuple[int, int, int]] = None) -> int:
+    """Multiply-accumulates of one forward on one image: for a diffusers UNet one denoising step
+    at its ``sample_size`` (or ``resolution``); for another module, ``model(x)`` with x of
+    ``sample_shape`` (C, H, W)."""
+    return int(_flop_analysis(model, resolution, sample_shape).total())
 
 
 # ----------------------------------------------------------------------------- per-layer table
 
-def layer_table(unet: nn.Module, resolution: Optional[int] = None) -> pd.DataFrame:
+def layer_table(unet: nn.Module, resolution: Optional[int] = None,
+                sample_shape: Optional[Tuple[int, int, int]] = None) -> pd.DataFrame:
     """One row per leaf module, in the order modules appear, with columns name, type, shape
     (weight shape), params, nonzeros, sparsity and macs (per image).
 
@@ -171,7 +179,7 @@ def layer_table(unet: nn.Module, resolution: Optional[int] = None) -> pd.DataFra
     children (e.g. an attention block's Q·Kᵀ and attention·V products), so that every column
     sums exactly to the model's totals.
     """
-    macs = _by_module(_flop_analysis(unet, resolution))
+    macs = _by_module(_flop_analysis(unet, resolution, sample_shape))
     rows = []
     for name, module in unet.named_modules():
         children = [f"{name}.{c}" if name else c for c, _ in module.named_children()]
@@ -195,11 +203,12 @@ def layer_table(unet: nn.Module, resolution: Optional[int] = None) -> pd.DataFra
                                        "sparsity", "macs"])
 
 
-def size_report(unet: nn.Module, resolution: Optional[int] = None) -> dict:
+def size_report(unet: nn.Module, resolution: Optional[int] = None,
+                sample_shape: Optional[Tuple[int, int, int]] = None) -> dict:
     """Parameters, non-zero parameters, safetensors bytes and MACs per image of a UNet."""
     return {
         "params": count_params(unet),
         "nonzero_params": count_nonzero(unet),
         "bytes": model_bytes(unet),
-        "macs_per_image": macs_per_image(unet, resolution),
+        "macs_per_image": macs_per_image(unet, resolution, sample_shape),
     }

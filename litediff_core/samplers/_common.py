@@ -65,7 +65,8 @@ def clip_text(clip: bool, clip_range: float, thresholding: bool = False) -> str:
 def derived_seed(seed: int, index: int) -> int:
     """A 63-bit seed for image ``index`` of a run seeded with ``seed`` (stream distinct from the
     initial noise, which uses ``seed`` itself)."""
-    state = np.random.SeedSequence([int(seed) % 2**64, 0x5EED, int(index)]).generate_state(1, np.uint64)
+    sequence = np.random.SeedSequence([int(seed) % 2**64, 0x5EED, int(index)])
+    state = sequence.generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
 

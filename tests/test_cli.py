@@ -1,0 +1,66 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from litediff_core.cli import main
+from litediff_core.models import save_model
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, tiny_unet, ddpm_scheduler):
+    return str(save_model(tiny_unet, ddpm_scheduler, tmp_path / "tiny", {"dataset": "fashion-mnist"}))
+
+
+def test_info_reports_size_of_a_local_folder(tiny_folder, capsys, tiny_unet):
+    assert main(["info", tiny_folder]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["size"]["params"] == sum(p.numel() for p in tiny_unet.parameters())
+    assert out["model"]["resolution"] == 16 and out["scheduler"]["num_train_timesteps"] == 1000
+
+
+def test_sample_writes_a_grid(tiny_folder, tmp_path, capsys):
+    png = tmp_path / "g.png"
+    assert main(["sample", tiny_folder, "--n", "6", "--steps", "3", "--nrow", "3",
+                 "--out", str(png), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 6 and result["seconds"] > 0
+    w, h = Image.open(png).size
+    assert w > h > 16  # 3 columns × 2 rows of 16 px images plus padding
+
+
+def test_eval_refuses_a_model_that_does_not_match_its_dataset(tiny_folder, capsys):
+    # 16×16 model, but declared fashion-mnist (28×28): a clear one-line error, exit 2
+    assert main(["eval", tiny_folder, "--n", "4", "--steps", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("litediff: error:") and "28×28" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["info", "./no/such/folder"],
+    ["info", "embedded:nope"],
+    ["sample", "embedded", "--device", "tpu"],
+])
+def test_bad_inputs_give_one_line_errors(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("litediff: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [["sample", "--steps", "0"], ["sample", "--sampler", "nope"],
+                                  ["eval", "--n", "-3"], ["frobnicate"]])
+def test_bad_arguments_exit_nonzero(argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+
+
+def test_console_entry_point_never_prints_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "litediff_core.cli", "info", "nobody/nothing"],
+                          capture_output=True, text=True, timeout=120,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": ".", "LITEDIFF_CACHE": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "local folder" in proc.stderr

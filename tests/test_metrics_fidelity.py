@@ -1,0 +1,215 @@
+"""FID / KID / precision-recall on small synthetic sets, with a seeded random classifier as the
+feature extractor (the shipped one may not exist yet; a random CNN still separates these sets)."""
+
+import importlib
+import math
+import re
+import time
+
+import pytest
+import torch
+
+from litediff_core.errors import MetricError
+from litediff_core.metrics import FMNIST_EXTRACTOR, FidelityResult, fidelity
+from litediff_core.models.classifier import FashionClassifier, save_classifier
+
+# ``litediff_core.metrics.fidelity`` is the function; the module is reached through sys.modules.
+fidelity_module = importlib.import_module("litediff_core.metrics.fidelity")
+
+
+def blobs(n, seed):
+    """Noisy Gaussian blobs of random position and radius."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    cx, cy = 14 + 4 * torch.randn(2, n, 1, 1, generator=g)
+    r = 4 + 2 * torch.rand(n, 1, 1, generator=g)
+    img = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r**2))
+    img = img + 0.1 * torch.randn(n, 28, 28, generator=g)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).unsqueeze(1)
+
+
+def stripes(n, seed):
+    """Noisy vertical stripes of random frequency: clearly not blobs."""
+    g = torch.Generator().manual_seed(seed)
+    xx = torch.arange(28.0).view(1, 1, 28).expand(n, 28, 28)
+    img = 0.5 + 0.5 * torch.sin((0.5 + torch.rand(n, 1, 1, generator=g)) * xx)
+    img = img + 0.1 * torch.randn(n, 28, 28, generator=g)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return {"A": blobs(200, 1), "A2": blobs(200, 2), "B": stripes(200, 3)}
+
+
+@pytest.fixture(scope="module")
+def clf_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_classifier(FashionClassifier(), tmp_path_factory.mktemp("clf"), {"note": "random"})
+
+
+def run(gen, ref, clf_dir, **kw):
+    kw.setdefault("bootstrap", 50)
+    return fidelity(gen, ref, extractor_weights=clf_dir, reference_name="blobs", **kw)
+
+
+def test_self_and_ordering(sets, clf_dir):
+    same = run(sets["A"], sets["A"], clf_dir)
+    near = run(sets["A2"], sets["A"], clf_dir)
+    far = run(sets["B"], sets["A"], clf_dir)
+    assert isinstance(same, FidelityResult) and same.extractor == FMNIST_EXTRACTOR
+    assert abs(same.fid) < 1e-6 * far.fid
+    assert same.precision == same.recall == 1.0
+    assert abs(same.kid_mean) < 1e-2 * far.kid_mean  # unbiased KID: ≈ 0, may be slightly < 0
+    assert far.fid > 10 * near.fid > 0
+    assert far.kid_mean > 10 * abs(near.kid_mean)
+    assert far.precision < near.precision and far.recall < near.recall
+    assert (near.n_generated, near.n_reference, near.kid_subset_size) == (200, 200, 200)
+
+
+def test_matches_torch_fidelity_calculate_metrics(sets, clf_dir):
+    import torch_fidelity
+
+    ours = run(sets["A2"], sets["A"], clf_dir, seed=3, kid_subset_size=100)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=fidelity_module.Uint8Images(sets["A2"]), input2=fidelity_module.Uint8Images(sets["A"]),
+        fid=True, kid=True, prc=True, feature_extractor=FMNIST_EXTRACTOR, litediff_classifier=clf_dir,
+        cuda=False, cache=False, verbose=False, batch_size=100, kid_subset_size=100, rng_seed=3,
+        save_cpu_ram=True)
+    assert ours.fid == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-6)
+    assert ours.kid_mean == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-5)
+    assert ours.kid_std == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_STD], rel=1e-5)
+    assert ours.precision == theirs[torch_fidelity.KEY_METRIC_PRECISION]
+    assert ours.recall == theirs[torch_fidelity.KEY_METRIC_RECALL]
+
+
+def test_deterministic_and_batch_size_independent(sets, clf_dir):
+    a = run(sets["A2"], sets["A"], clf_dir, batch_size=32, cache=False).to_dict()
+    b = run(sets["A2"], sets["A"], clf_dir, batch_size=32, cache=False).to_dict()
+    assert a == b
+    c = run(sets["A2"], sets["A"], clf_dir, batch_size=100, cache=False)
+    assert c.fid == pytest.approx(a["fid"], rel=1e-6)
+    assert c.precision == a["precision"] and c.recall == a["recall"]
+
+
+def test_bootstrap_interval(sets, clf_dir):
+    for gen in (sets["A2"], sets["B"]):
+        r = run(gen, sets["A"], clf_dir, bootstrap=100)
+        lo, hi = r.fid_ci95
+        assert 0 <= lo <= r.fid <= hi and lo < hi
+        assert hi - lo < r.fid + 1e-3  # a spread, not an arbitrary range
+        assert r.fid_bootstrap_bias > 0  # resampling with replacement inflates FID
+    none = run(sets["A2"], sets["A"], clf_dir, bootstrap=0)
+    assert none.fid_ci95 == (none.fid, none.fid)
+
+
+def test_reference_cache(sets, clf_dir, monkeypatch, tmp_path):
+    calls = []
+    real_extract = fidelity_module._extract
+    monkeypatch.setattr(fidelity_module, "_extract",
+                        lambda fe, images, *a, **k: calls.append(len(images)) or real_extract(fe, images, *a, **k))
+    first = run(sets["A2"], sets["A"], clf_dir)
+    files = sorted((tmp_path / "cache" / "fidelity").glob("*.safetensors"))
+    assert len(files) == 1 and files[0].name.startswith("blobs-litediff-fmnist-cnn-v1-")
+    assert not first.reference_from_cache and calls == [200, 200]
+    mtime = files[0].stat().st_mtime_ns
+
+    calls.clear()
+    second = run(sets["A2"], sets["A"], clf_dir)
+    assert second.reference_from_cache and calls == [200]  # generated only
+    assert files[0].stat().st_mtime_ns == mtime
+    assert second.to_dict() == {**first.to_dict(), "reference_from_cache": True}
+
+    changed = sets["A"].clone()
+    changed[0, 0, 0, 0] ^= 1  # one pixel, one bit
+    calls.clear()
+    third = run(sets["A2"], changed, clf_dir)
+    assert not third.reference_from_cache and calls == [200, 200]
+    assert len(list((tmp_path / "cache" / "fidelity").glob("*.safetensors"))) == 2
+    assert not list((tmp_path / "cache" / "fidelity").glob("*.tmp"))  # atomic writes leave none
+
+
+def test_cache_key_includes_weights_name_and_size(sets, clf_dir, tmp_path):
+    run(sets["A2"], sets["A"], clf_dir)
+    torch.manual_seed(1)
+    other = FashionClassifier()
+    assert not run(sets["A2"], sets["A"], other).reference_from_cache         # other weights
+    assert not fidelity(sets["A2"], sets["A"], extractor_weights=clf_dir, bootstrap=0,
+                        reference_name="other name").reference_from_cache
+    sub = run(sets["A2"], sets["A"], clf_dir, reference_size=150)
+    assert not sub.reference_from_cache and sub.n_reference == 150
+    assert run(sets["A2"], sets["A"], clf_dir, reference_size=150).reference_from_cache
+    assert run(sets["A2"], sets["A"], clf_dir).reference_from_cache           # still there
+
+
+def test_corrupt_cache_is_recomputed(sets, clf_dir, tmp_path):
+    first = run(sets["A2"], sets["A"], clf_dir)
+    (path,) = (tmp_path / "cache" / "fidelity").glob("*.safetensors")
+    path.write_bytes(b"garbage")
+    again = run(sets["A2"], sets["A"], clf_dir)
+    assert not again.reference_from_cache and again.fid == first.fid
+    assert run(sets["A2"], sets["A"], clf_dir).reference_from_cache
+
+
+def test_label_and_dict(sets, clf_dir):
+    r = run(sets["A2"][:50], sets["A"], clf_dir, setup={"sampler": "DDIM", "steps": 50})
+    assert r.kid_subset_size == 50  # clamped to the smaller set
+    assert re.fullmatch(r"FID \S+ \[\S+, \S+\] \(50 samples, DDIM 50 steps, "
+                        r"litediff-fmnist-cnn-v1 features\)", r.label()), r.label()
+    d = r.to_dict()
+    assert d["setup"] == {"sampler": "DDIM", "steps": 50} and len(d["fid_ci95"]) == 2
+    assert all(math.isfinite(d[k]) for k in ("fid", "kid_mean", "kid_std", "precision", "recall"))
+
+
+def test_progress_reports(sets, clf_dir):
+    seen = []
+    run(sets["A2"], sets["A"], clf_dir, batch_size=64, progress=lambda d, t, m: seen.append((d, t, m)))
+    assert seen[-1][0] == seen[-1][1] == 200 + 200 + 50
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    assert {m for _, _, m in seen} == {"reference features", "generated features", "FID bootstrap"}
+
+
+def test_input_errors(sets, clf_dir):
+    with pytest.raises(MetricError, match="uint8"):
+        run(sets["A"].float() / 127.5 - 1, sets["A"], clf_dir)
+    with pytest.raises(MetricError, match="reference"):
+        run(sets["A"], sets["A"][:, :, :16, :16], clf_dir)
+    with pytest.raises(MetricError, match="at least"):
+        run(sets["A"][:5], sets["A"], clf_dir)
+    with pytest.raises(MetricError, match="unknown feature extractor"):
+        run(sets["A"], sets["A"], clf_dir, extractor="vgg")
+    with pytest.raises(MetricError, match="classifier"):
+        fidelity(sets["A"], sets["A"], extractor_weights=clf_dir / "missing")
+
+
+def test_rgb_and_other_sizes_through_classifier(clf_dir):
+    """3-channel images become gray (luma), other sizes are resized to 28×28."""
+    from litediff_core.metrics.extractor import uint8_to_classifier_input
+
+    gray = blobs(20, 4)
+    rgb = gray.expand(-1, 3, -1, -1)
+    assert torch.allclose(uint8_to_classifier_input(rgb), uint8_to_classifier_input(gray), atol=1e-5)
+    big = torch.nn.functional.interpolate(gray.float(), size=32).round().to(torch.uint8)
+    assert uint8_to_classifier_input(big).shape == (20, 1, 28, 28)
+    r = fidelity(rgb, stripes(20, 5).expand(-1, 3, -1, -1), extractor="fmnist",
+                 extractor_weights=clf_dir, bootstrap=0)
+    assert r.extractor == FMNIST_EXTRACTOR and r.fid > 0
+
+
+def test_inception_without_weights_fails_fast(monkeypatch, tmp_path):
+    import litediff_core.metrics.extractor as extractor_module
+
+    monkeypatch.delenv("LITEDIFF_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))       # empty hub cache
+    monkeypatch.setattr(extractor_module, "URL_INCEPTION_V3", "http://127.0.0.1:9/inception.pth")
+    rgb = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    start = time.monotonic()
+    with pytest.raises(MetricError, match="LITEDIFF_INCEPTION_WEIGHTS"):
+        fidelity(rgb, rgb)                                            # auto → Inception for RGB
+    assert time.monotonic() - start < 15
+    with pytest.raises(MetricError, match="does not exist"):
+        fidelity(rgb, rgb, extractor_weights=str(tmp_path / "nope.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"not": "inception"}, bad)
+    with pytest.raises(MetricError, match="Inception-v3 weights"):
+        fidelity(rgb, rgb, extractor_weights=str(bad))
