@@ -213,3 +213,8 @@ def test_inception_without_weights_fails_fast(monkeypatch, tmp_path):
     torch.save({"not": "inception"}, bad)
     with pytest.raises(MetricError, match="Inception-v3 weights"):
         fidelity(rgb, rgb, extractor_weights=str(bad))
+
+
+def test_default_bootstrap_for_small_features(sets, clf_dir):
+    r = fidelity(sets["A2"], sets["A"], extractor_weights=clf_dir)
+    assert r.bootstrap == 200 and r.fid_ci95[0] < r.fid_ci95[1]

@@ -205,4 +205,6 @@ def extractor_kwargs(name: str, weights=None) -> dict:
     object for the CNN, weights file for Inception)."""
     if name == FMNIST_EXTRACTOR:
         return {"litediff_classifier": weights}
-    return {"feature_extractor_weights_path": inception_weights(weights)}
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise MetricError(f"Inception-v3 weights must be a file path, not a {type(weights).__name__}")
+    return {"feature_extractor_weights_path": inception_weights(weights and str(weights))}

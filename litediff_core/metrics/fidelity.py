@@ -74,6 +74,9 @@ from .extractor import (
 MIN_SAMPLES = 10
 KID_SUBSET_SIZE = 1000
 PRC_NEIGHBORHOOD = 3
+PRC_BATCH_SIZE = 1000  # distance matrices in 1000-row slices: memory O(1000 × n), same result
+BOOTSTRAP_DEFAULT = 200
+BOOTSTRAP_DEFAULT_HIGH_DIM = 20  # each 2048-d FID takes seconds on a CPU (non-symmetric eigvals)
 REFERENCE_SUBSET_SEED = 0
 
 Images = Union[torch.Tensor, ImageDataset]
@@ -119,7 +122,7 @@ class FidelityResult:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -176,6 +179,13 @@ def _extract(feat_extractor, images: torch.Tensor, rgb: bool, batch_size: int, c
                                                    save_cpu_ram=True, verbose=False))
         report(progress, done + start + len(batch), total, message)
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def _feature_dim(feat_extractor, layer: str, one_image: torch.Tensor, rgb: bool, cuda: bool) -> int:
+    x = Uint8Images(one_image, rgb)[0].unsqueeze(0)
+    out = feat_extractor.convert_features_tuple_to_dict(feat_extractor(x.cuda() if cuda else x))
+    return out[layer].shape[1]
 
 
 def _sha256(t: torch.Tensor) -> str:
@@ -244,7 +254,8 @@ def _save_cached(path: Path, key: dict, features: Dict[str, torch.Tensor], stats
 def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extractor: str = "auto",
              extractor_weights=None, reference_name: Optional[str] = None,
              reference_split: str = "test", reference_size: Optional[int] = None,
-             kid_subset_size: Optional[int] = None, kid_subsets: int = 100, bootstrap: int = 200,
+             kid_subset_size: Optional[int] = None, kid_subsets: int = 100,
+             bootstrap: Optional[int] = None,
              seed: int = 0, batch_size: int = 100, device: str = "cpu", cache: bool = True,
              setup: Optional[dict] = None, progress: Optional[Progress] = None) -> FidelityResult:
     """FID (with a bootstrap 95 % interval), KID and precision/recall of ``generated_uint8``
@@ -255,8 +266,11 @@ def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extracto
     ``"litediff-fmnist-cnn-v1"`` or ``"inception-v3-compat"``; ``extractor_weights``: a classifier
     folder or ``FashionClassifier`` for the CNN, a weights file for Inception.
     KID uses subsets of ``min(kid_subset_size or 1000, n_generated, n_reference)`` images; KID
-    subsets and the bootstrap are seeded by ``seed``. Precision is the share of generated images
-    inside the reference manifold, recall the converse (k = 3 neighbours).
+    subsets and the bootstrap are seeded by ``seed``. ``bootstrap`` resamples for the FID
+    interval: by default 200 for features of ≤ 512 dimensions, 20 (a coarse interval) for
+    Inception's 2048, where each resample costs seconds on a CPU; 0 gives no interval.
+    Precision is the share of generated images inside the reference manifold, recall the
+    converse (k = 3 neighbours).
     """
     generated = _as_uint8(generated_uint8, "generated images")
     ref_images, ref_name = _reference_images(reference, reference_split, reference_size, reference_name)
@@ -268,7 +282,7 @@ def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extracto
         raise MetricError(f"FID/KID/precision-recall need at least {MIN_SAMPLES} images on each "
                           f"side (got {n_gen} generated, {n_ref} reference); use ≥ 1000 for "
                           f"numbers worth comparing")
-    if batch_size < 1 or bootstrap < 0 or kid_subsets < 1:
+    if batch_size < 1 or (bootstrap or 0) < 0 or kid_subsets < 1:
         raise MetricError("batch_size and kid_subsets must be ≥ 1 and bootstrap ≥ 0")
     cuda = torch.device(device).type == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -287,6 +301,9 @@ def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extracto
                               reference_size, ref_images, name, weights_fingerprint(feat_extractor), layers)
     path = _cache_path(key)
     cached = _load_cached(path, key) if cache else None
+    if bootstrap is None:
+        dim = _feature_dim(feat_extractor, layer["fid"], generated[:1], rgb, cuda)
+        bootstrap = BOOTSTRAP_DEFAULT if dim <= 512 else BOOTSTRAP_DEFAULT_HIGH_DIM
     total = (0 if cached else n_ref) + n_gen + bootstrap
     if cached:
         ref_features, ref_stats = cached
@@ -308,7 +325,8 @@ def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extracto
                                  kid_subsets=kid_subsets, kid_subset_size=kid_size,
                                  rng_seed=seed, verbose=False)
     prc = prc_features_to_metric(gen_features[layer["prc"]], ref_features[layer["prc"]],
-                                 prc_neighborhood=PRC_NEIGHBORHOOD, save_cpu_ram=False, verbose=False)
+                                 prc_neighborhood=PRC_NEIGHBORHOOD, save_cpu_ram=True,
+                                 prc_batch_size=PRC_BATCH_SIZE, verbose=False)
 
     rng = np.random.default_rng(seed)
     boot = []
@@ -322,7 +340,7 @@ def fidelity(generated_uint8: Images, reference: Union[str, Images], *, extracto
     # the raw percentiles sit above FID and often exclude it. Re-centre them on the estimate.
     bias = float(np.mean(boot)) - fid if boot else 0.0
     lo, hi = np.percentile(boot, [2.5, 97.5]) - bias if boot else (fid, fid)
-    ci = (max(float(lo), 0.0), float(hi))
+    ci = (max(float(lo), min(fid, 0.0)), float(hi))  # floored at 0 (or a rounding-negative FID)
 
     return FidelityResult(
         fid=float(fid), fid_ci95=ci, fid_bootstrap_bias=bias,

@@ -47,6 +47,17 @@ def _on_device_in_eval(model, device: torch.device):
         model.to(home).train(training)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -112,7 +123,7 @@ def step_latency(unet, batch_size: int = 16, device: str = "cpu", repeats: int =
         "threads": used_threads,
         "dtype": str(sample.dtype).replace("torch.", ""),
         "torch_version": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
     }
 
@@ -123,12 +134,15 @@ def sampling_throughput(unet, scheduler_config: dict, sampler: str, steps: int, 
     """Images per second of full sampling with ``litediff_core.samplers.generate``.
 
     With ``warmup`` one untimed image with two steps is drawn first (first-call overheads).
+    The model is moved to ``device`` for the measurement and back afterwards.
     """
-    from ..samplers import generate  # written in parallel; imported only when used
+    from ..samplers import generate  # imported only when used
 
     batch_size = batch_size or n
     dev = torch.device(device)
-    with _threads(threads) as used_threads:
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MetricError("device 'cuda' was asked for but no CUDA GPU is available")
+    with _threads(threads) as used_threads, _on_device_in_eval(unet, dev) as unet:
         if warmup:
             generate(unet, scheduler_config, sampler=sampler, steps=min(steps, 2), n=1, seed=seed,
                      batch_size=1, device=device)
@@ -148,4 +162,5 @@ def sampling_throughput(unet, scheduler_config: dict, sampler: str, steps: int, 
         "device": str(dev),
         "threads": used_threads,
         "torch_version": torch.__version__,
+        "cpu": _cpu_name(),
     }
