@@ -31,7 +31,7 @@ class EvalConfig:
     device: str = "auto"
     reference_split: str = "test"
     latency_batch: int = 16
-    bootstrap: int = 200
+    bootstrap: Optional[int] = None   # None: 200 resamples (20 for Inception features)
 
 
 def quality_gate(images: torch.Tensor, classes=None) -> dict:
@@ -80,8 +80,8 @@ def evaluate(base, cfg: EvalConfig, progress: Optional[Progress] = None,
                           device=device, progress=progress)
     fid = fidelity(to_uint8(images), reference.uint8,
                    reference_name=f"{meta.dataset}-{cfg.reference_split}",
-                   bootstrap=cfg.bootstrap, seed=cfg.seed, progress=progress)
-    fid.setup.update({"sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed})
+                   bootstrap=cfg.bootstrap, seed=cfg.seed, device=device, progress=progress,
+                   setup={"sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed})
     result = {
         "model": meta.source,
         "dataset": meta.dataset,
