@@ -79,7 +79,7 @@ def home():
         seed = st.number_input("Seed", 0, 2**31 - 1, 0)
         st.image(grid_of(source, "ddim", steps, int(seed), device),
                  caption=f"16 samples, DDIM {steps} steps, seed {seed}, {device}",
-                 use_container_width=True)
+                 width="stretch")
     with right:
         measured = meta.card.get("metrics")
         if measured:

@@ -1,0 +1,49 @@
+"""The compression engine: stages that turn a base UNet into a smaller one.
+
+Torch-Pruning style — the public call stays tiny::
+
+    from litediff_core.compress import CompressState, StructuredPrune, save_compressed
+
+    state = CompressState.start(base.unet, base.scheduler, dataset="fashion-mnist", data=images)
+    state = StructuredPrune(ratio=0.3, importance="diff-pruning").apply(state, progress)
+    save_compressed(state, "runs/pruned", meta={...})
+
+``STAGES`` maps each stage name to its class (the UI builds its dropdowns from it and from
+:func:`describe_stage`); :func:`make_stage` rebuilds a stage from ``stage.to_dict()``.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from ..errors import LiteDiffError
+from .base import CompressState, Stage, describe_config
+from .io import load_compressed, save_compressed
+from .structured import StructuredPrune, patch_diffusers_attributes
+from .unstructured import UnstructuredPrune, apply_masks, make_permanent, masks
+
+STAGES = {cls.name: cls for cls in (StructuredPrune, UnstructuredPrune)}
+
+__all__ = ["STAGES", "CompressState", "Stage", "StructuredPrune", "UnstructuredPrune",
+           "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
+           "masks", "patch_diffusers_attributes", "save_compressed"]
+
+
+def _stage_class(name: str):
+    if name not in STAGES:
+        raise LiteDiffError(f"unknown compression stage {name!r}; choose one of "
+                            f"{', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def describe_stage(name: str) -> List[dict]:
+    """The options of a stage for forms: ``[{name, type, default, choices, help}]``, type one
+    of bool / int / float / str / list[str] (a subset of ``choices``)."""
+    return describe_config(_stage_class(name).Config)
+
+
+def make_stage(spec) -> Stage:
+    """A stage from ``{"stage": name, "config": {...}}`` (what ``stage.to_dict()`` gives)."""
+    if not isinstance(spec, dict) or "stage" not in spec:
+        raise LiteDiffError('a stage is written {"stage": name, "config": {options}}')
+    return _stage_class(spec["stage"])(spec.get("config") or {})
