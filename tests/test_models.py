@@ -85,3 +85,17 @@ def test_parse_source_kinds(tmp_path):
     assert parse_source("embedded") == ("embedded", "fashion-mnist-ddpm")
     assert parse_source("google/ddpm-cifar10-32") == ("hub", "google/ddpm-cifar10-32")
     assert parse_source(str(tmp_path)) == ("folder", str(tmp_path))
+
+
+def test_load_base_opens_a_channel_pruned_folder(tmp_path, tiny_unet, ddpm_scheduler):
+    from litediff_core.compress import CompressState, StructuredPrune, save_compressed
+
+    state = StructuredPrune(ratio=0.5, importance="l1").apply(
+        CompressState.start(tiny_unet, ddpm_scheduler, dataset="fashion-mnist"))
+    folder = save_compressed(state, tmp_path / "pruned", {"dataset": "fashion-mnist"})
+    base = load_base(str(folder))
+    assert sum(p.numel() for p in base.unet.parameters()) < 0.6 * sum(
+        p.numel() for p in tiny_unet.parameters())
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(base.unet(x, t).sample, state.unet(x, t).sample)

@@ -20,6 +20,8 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, List, Optional
 
+import torch
+
 from ..errors import LiteDiffError
 from ..progress import Progress
 
@@ -32,7 +34,7 @@ class CompressState:
     scheduler: Any                  # the DDPM training noise schedule (DDPMScheduler)
     teacher: Any = None             # the untouched base UNet (KD / consistency); never modified
     dataset: Optional[str] = None   # name of the dataset the model belongs to
-    data: Any = None                # images for data-driven stages: ImageDataset or N×C×H×W in [-1, 1]
+    data: Any = None                # images for data-driven stages (ImageDataset or N×C×H×W)
     pruning_history: list = field(default_factory=list)  # torch-pruning history, JSON-able
     notes: List[str] = field(default_factory=list)       # honest remarks shown to users
     log: List[dict] = field(default_factory=list)        # one JSON-able dict per applied stage
@@ -40,13 +42,21 @@ class CompressState:
     @classmethod
     def start(cls, unet, scheduler, dataset: Optional[str] = None, data=None) -> "CompressState":
         """A state whose student is a copy of ``unet`` and whose teacher is ``unet`` itself."""
-        return cls(unet=copy.deepcopy(unet), scheduler=scheduler, teacher=unet, dataset=dataset,
+        return cls(unet=clone_model(unet), scheduler=scheduler, teacher=unet, dataset=dataset,
                    data=data)
 
     def note(self, text: str) -> None:
         """Add a remark for users (once)."""
         if text not in self.notes:
             self.notes.append(text)
+
+
+def clone_model(module):
+    """A deep copy of a model, also when it carries ``torch.nn.utils.prune`` masks (whose
+    computed ``weight`` tensors plain ``deepcopy`` refuses; the copy recomputes them)."""
+    memo = {id(m.weight): m.weight.detach().clone() for m in module.modules()
+            if hasattr(m, "weight_mask") and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    return copy.deepcopy(module, memo)
 
 
 def option(default, help: str = "", choices=None):
@@ -114,7 +124,8 @@ class Stage:
                                         f"choose from {', '.join(choices)}")
             elif kind == "bool":
                 if not isinstance(value, bool):
-                    raise LiteDiffError(f"{self.name}: {f.name} must be true or false, not {value!r}")
+                    raise LiteDiffError(f"{self.name}: {f.name} must be true or false, "
+                                        f"not {value!r}")
             elif kind in ("int", "float"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                         kind == "int" and value != int(value)):

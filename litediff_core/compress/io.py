@@ -15,7 +15,6 @@ patched, then the safetensors weights loaded strictly and the masks re-applied.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import torch
 
 from ..errors import ModelSourceError
 from ..models.io import META_FILE, save_model
+from .base import clone_model
 from .structured import example_inputs, patch_diffusers_attributes
 from .unstructured import apply_masks, make_permanent, masks
 
@@ -42,7 +42,7 @@ def save_compressed(state, folder, meta: dict) -> Path:
     folder = Path(folder)
     unet, mask_dict = state.unet, masks(state.unet)
     if mask_dict:
-        unet = make_permanent(copy.deepcopy(unet))
+        unet = make_permanent(clone_model(unet))
     card = {**meta, "compression": {"format": FORMAT, "dataset": state.dataset,
                                     "structured": bool(state.pruning_history),
                                     "unstructured": bool(mask_dict),
@@ -87,7 +87,8 @@ def load_compressed(folder) -> Tuple[object, object, dict]:
     history = saved["pruning_history"]
     unet = UNet2DModel.from_config(saved["original_config"])
     if history:
-        with torch.random.fork_rng(devices=[]):  # tracing draws an example input
+        # tracing draws an example input and needs autograd
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(unet, example_inputs(unet))
             graph.load_pruning_history(history)
         patch_diffusers_attributes(unet)

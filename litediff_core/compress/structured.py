@@ -12,18 +12,20 @@ Importances (``IMPORTANCES``, the extension point: add a factory, and a gradient
 ``GRADIENTS`` if it reads ``.grad``):
 
 - ``random``, ``l1``, ``l2``: random scores; group L1 / L2 weight magnitude.
-- ``taylor``: first-order Taylor |Σ w·∂L/∂w| per channel (``TaylorImportance(multivariable=True)``),
-  L = the noise-prediction MSE averaged over ``batches`` batches of ``batch_size`` images, each
-  image at a uniformly random timestep with fresh noise.
+- ``taylor``: first-order Taylor |Σ w·∂L/∂w| per channel
+  (``TaylorImportance(multivariable=True)``), L = the noise-prediction MSE averaged over
+  ``batches`` batches of ``batch_size`` images, each image at a uniformly random timestep
+  with fresh noise.
 - ``diff-pruning`` (Fang et al. 2023, "Structural Pruning for Diffusion Models"): Taylor
   importance Σ|w·g| per channel (``TaylorImportance(multivariable=False)``, as in the authors'
   code) with g = Σ_t ∂L_t/∂w accumulated over timesteps. One batch of ``batch_size`` images and
   one noise draw are shared by all timesteps; ``timesteps`` evenly spaced timesteps are visited
   from t = 0 upwards (the authors' code visits all 1000), L_max is the largest loss so far, and
-  the walk stops at the first t with L_t < ``threshold`` · L_max, that step excluded — so the
-  gradient sums exactly the timesteps the paper keeps, {t : L_t / L_max > T}. The ε-prediction
-  loss is largest near t = 0 and falls towards t = T, so this drops the late, near-pure-noise
-  timesteps whose gradients carry little information. ``state.log`` gets the count
+  the walk stops at the first t with L_t < ``threshold`` · L_max, that step excluded: the
+  gradient sums the leading run of timesteps with L_t / L_max ≥ T, which is the paper's set
+  {t : L_t / L_max > T} when the loss falls with t, as the ε-prediction loss of a trained model
+  does (largest near t = 0, small near t = T): the late, near-pure-noise timesteps, whose
+  gradients carry little information, are dropped. ``threshold=0`` keeps every visited step. ``state.log`` gets the count
   (``diff_pruning_timesteps``) and the losses seen.
 
 Protection (``protect``): a protected module keeps every weight shape — any channel group that
@@ -40,7 +42,6 @@ After ``step()`` the stale diffusers attributes are patched (:func:`patch_diffus
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -56,7 +57,7 @@ from ..metrics.size import count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, noise_prediction_loss, protected_modules)
-from .base import CompressState, Stage, option
+from .base import CompressState, Stage, clone_model, option
 
 
 # ----------------------------------------------------------------------------- importances
@@ -153,44 +154,16 @@ class StructuredPrune(Stage):
         if torch_prune.is_pruned(state.unet):
             raise LiteDiffError(f"{self.name}: the model carries unstructured pruning masks; "
                                 f"prune channels first, or fold the masks (make_permanent)")
-        unet = copy.deepcopy(state.unet)  # state.unet stays intact if anything fails
+        unet = clone_model(state.unet)  # state.unet stays intact if anything fails
         params_before = count_params(unet)
-        info = {}
+        history, info = [], {}
         if c.ratio > 0:
-            protected = all_submodules(protected_modules(unet, c.protect))
-            attentions = _attentions(unet)
-            head_dims = {a: a.to_q.out_features // a.heads for a in attentions}
-            channels_before = _channels(unet, protected)
-            generator = torch.Generator().manual_seed(c.seed)
-            with eval_mode(unet), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(c.seed)
-                if c.importance in GRADIENTS:
-                    draw = image_sampler(data if data is not None else state.data, unet,
-                                         f"{self.name} ({c.importance})")
-                    info = GRADIENTS[c.importance](c, unet, state.scheduler, draw, generator,
-                                                   progress)
-                pruner = tp.pruner.BasePruner(
-                    unet, example_inputs(unet),
-                    importance=_SkipProtected(IMPORTANCES[c.importance](), protected),
-                    pruning_ratio=c.ratio, global_pruning=c.global_pruning,
-                    ignored_layers=[unet.conv_out],
-                    num_heads={lin: a.heads for a in attentions
-                               for lin in (a.to_q, a.to_k, a.to_v)})
-                for group in pruner.step(interactive=True):
-                    self._check_group(group, pruner.DG)
-                    group.prune()
-            unet.zero_grad(set_to_none=True)
-            patch_diffusers_attributes(unet)
-            keep_attention_temperature(unet, head_dims)
-            history = [[str(n), bool(out), [int(i) for i in idx]]
-                       for n, out, idx in pruner.pruning_history()]
-            state.pruning_history.extend(history)
-            info["channels_removed"] = 1.0 - _channels(unet, protected) / channels_before
-            report(progress, 1, 1, f"{self.name}: done")
-        params_after = count_params(unet)
+            history, info = self._prune(unet, state.scheduler,
+                                        data if data is not None else state.data, progress)
         state.unet = unet
+        state.pruning_history.extend(history)
         state.log.append({"stage": self.name, "config": asdict(c),
-                          "params_before": params_before, "params_after": params_after,
+                          "params_before": params_before, "params_after": count_params(unet),
                           "seconds": round(time.perf_counter() - start, 3), **info})
         if c.ratio > 0:
             state.note("structured pruning: parameters and MACs fall, but CPU latency does not "
@@ -201,18 +174,58 @@ class StructuredPrune(Stage):
                            f"GroupNorm group count, small layers lose more")
         return state
 
-    def _check_group(self, group, graph) -> None:
-        dep, idxs = group[0]
-        module = dep.target.module
-        out = graph.is_out_channel_pruning_fn(dep.handler)
-        channels = graph.get_out_channels(module) if out else graph.get_in_channels(module)
-        if channels is not None and len(set(idxs)) >= channels:
-            how = "overall" if self.config.global_pruning else "per layer"
-            raise LiteDiffError(
-                f"{self.name}: ratio {self.config.ratio:g} ({how}) would remove all "
-                f"{channels} channels of {graph._module2name.get(module, type(module).__name__)}"
-                f"; use a smaller ratio" + (" or layer-wise pruning" if
-                                            self.config.global_pruning else ""))
+    def _prune(self, unet, scheduler, data, progress):
+        """Prune ``unet`` in place; returns (JSON-able pruning history, log entries)."""
+        c, info = self.config, {}
+        protected = all_submodules(protected_modules(unet, c.protect))
+        attentions = _attentions(unet)
+        head_dims = {a: a.to_q.out_features // a.heads for a in attentions}
+        channels_before = _channels(unet, protected)
+        generator = torch.Generator().manual_seed(c.seed)
+        with eval_mode(unet), torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(c.seed)  # random importance and the tracing input
+            if c.importance in GRADIENTS:
+                draw = image_sampler(data, unet, f"{self.name} ({c.importance})")
+                info = GRADIENTS[c.importance](c, unet, scheduler, draw, generator, progress)
+            pruner = tp.pruner.BasePruner(
+                unet, example_inputs(unet),
+                importance=_SkipProtected(IMPORTANCES[c.importance](), protected),
+                pruning_ratio=c.ratio, global_pruning=c.global_pruning,
+                ignored_layers=[unet.conv_out],  # its outputs are the image channels
+                num_heads={lin: a.heads for a in attentions for lin in (a.to_q, a.to_k, a.to_v)})
+            self._refuse_emptied_layers(pruner.DG)
+            pruner.step()
+        unet.zero_grad(set_to_none=True)
+        patch_diffusers_attributes(unet)
+        keep_attention_temperature(unet, head_dims)
+        report(progress, 1, 1, f"{self.name}: done")
+        info["channels_removed"] = 1.0 - _channels(unet, protected) / channels_before
+        history = [[str(n), bool(out), [int(i) for i in idx]]
+                   for n, out, idx in pruner.pruning_history()]
+        return history, info
+
+    def _refuse_emptied_layers(self, graph) -> None:
+        """Torch-Pruning silently skips a group that would remove every channel of a layer;
+        make that an error instead (the model is a copy: the state is left intact)."""
+        check = graph.check_pruning_group
+
+        def strict(group) -> bool:
+            if check(group):
+                return True
+            for dep, idxs in group:
+                out = graph.is_out_channel_pruning_fn(dep.handler)
+                module = dep.target.module
+                channels = graph.get_out_channels(module) if out else graph.get_in_channels(module)
+                if channels is not None and channels <= len(idxs):
+                    how = "overall" if self.config.global_pruning else "per layer"
+                    raise LiteDiffError(
+                        f"{self.name}: ratio {self.config.ratio:g} ({how}) would remove all "
+                        f"{channels} channels of "
+                        f"{graph._module2name.get(module, type(module).__name__)}; use a smaller "
+                        f"ratio" + (" or layer-wise pruning" if self.config.global_pruning else ""))
+            return False
+
+        graph.check_pruning_group = strict
 
 
 # ----------------------------------------------------------------------------- helpers

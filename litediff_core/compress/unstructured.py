@@ -13,9 +13,10 @@ scores are zeroed, and the scope of the ranking):
 - ``l1``: layer-wise magnitude |w|: each layer loses exactly ``round(ratio · n)`` weights.
 - ``global``: global magnitude |w|: the lowest ``ratio`` of all selected weights, wherever they are.
 - ``random``: layer-wise, uniformly random scores.
-- ``tiny-diffusion`` (after "Towards Tiny Diffusion"): layer-wise, I(w) = α|w| + β|∂L/∂w| with L
-  the noise-prediction MSE averaged over ``batches`` batches of ``batch_size`` images, each at a
-  uniformly random timestep with fresh noise; with β = 0 it selects exactly like ``l1``.
+- ``tiny-diffusion`` (after "Towards Tiny Diffusion"): layer-wise, I(w) = α|w| + β|∂L/∂w|
+  with L the noise-prediction MSE averaged over ``batches`` batches of ``batch_size`` images,
+  each at a uniformly random timestep with fresh noise; with β = 0 it selects exactly like
+  ``l1``.
 
 Weights already masked by an earlier stage are zeroed first, so ``ratio`` is the sparsity
 reached (never less than the one the model already had). Layers: every Conv2d and Linear
@@ -25,7 +26,6 @@ MACs and latency are unchanged (a note is added to the state).
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Tuple
@@ -39,7 +39,7 @@ from ..metrics.size import count_nonzero, count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, protected_modules)
-from .base import CompressState, Stage, option
+from .base import CompressState, Stage, clone_model, option
 
 NOTE = ("unstructured sparsity: the zeros shrink a compressed file, but dense MACs and dense "
         "latency do not change")
@@ -93,7 +93,7 @@ class UnstructuredPrune(Stage):
         """Mask a copy of ``state.unet`` and put it in the state. ``data`` (else ``state.data``)
         feeds the gradient methods."""
         c, method, start = self.config, METHODS[self.config.method], time.perf_counter()
-        unet = copy.deepcopy(state.unet)
+        unet = clone_model(state.unet)
         layers = prunable_layers(unet, c.protect)
         if not layers:
             raise LiteDiffError(f"{self.name}: every layer is protected, nothing to prune")

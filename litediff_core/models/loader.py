@@ -115,6 +115,11 @@ def _unet_dir(folder: Path) -> Path:
 def _load_folder(folder: Path, source: str):
     from diffusers import DDPMScheduler, UNet2DModel
 
+    if (folder / "pruning_history.json").exists():  # channel-pruned: rebuild, then load
+        from ..compress.io import load_compressed
+
+        unet, scheduler, _ = load_compressed(folder)
+        return unet, scheduler, folder / "unet"
     unet_dir = _unet_dir(folder)
     try:
         config = json.loads((unet_dir / "config.json").read_text())
