@@ -109,6 +109,52 @@ def cmd_train_classifier(args) -> dict:
     return train_classifier(cfg, progress=TqdmProgress("train-classifier"))
 
 
+def _store(args):
+    from .runs import RunStore
+
+    return RunStore(args.store)
+
+
+def cmd_compress(args) -> dict:
+    from .recipes import Recipe
+    from .runs import run_recipe
+
+    recipe = Recipe.load(args.recipe)
+    store = _store(args)
+    run = run_recipe(recipe, store, progress=TqdmProgress("compress"), device=args.device,
+                     force=args.force)
+    return {"run": str(run), **store.load(run.name)["metrics"].get("fidelity", {}),
+            "speedup": store.load(run.name)["metrics"].get("speedup")}
+
+
+def cmd_runs(args) -> dict:
+    table = _store(args).table()
+    if args.delete:
+        _store(args).delete(args.delete)
+        return {"deleted": args.delete}
+    cols = ["id", "name", "status", "params", "macs", "latency_ms", "speedup", "fid", "ssim_to_base"]
+    print(table[cols].to_string(index=False) if len(table) else "no runs in " + str(_store(args).root),
+          file=sys.stderr)
+    return {"runs": len(table), "store": str(_store(args).root)}
+
+
+def cmd_sweep(args) -> dict:
+    from .recipes import sweep_recipes
+    from .runs import run_recipe
+
+    store = _store(args)
+    done, failed = [], []
+    recipes = sweep_recipes(args.sweep)
+    for i, recipe in enumerate(recipes):
+        print(f"[{i + 1}/{len(recipes)}] {recipe.name}", file=sys.stderr)
+        try:
+            done.append(run_recipe(recipe, store, progress=TqdmProgress(recipe.name[:30]),
+                                   device=args.device).name)
+        except LiteDiffError as e:
+            failed.append({"recipe": recipe.name, "error": str(e)})
+    return {"store": str(store.root), "runs": done, "failed": failed}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .samplers import SAMPLERS
 
@@ -162,6 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--threads", type=_positive(int))
     sp.set_defaults(fn=cmd_train_classifier)
+    def store_opt(sp):
+        sp.add_argument("--store", help="run store folder (default: $LITEDIFF_RUNS or "
+                        "~/.local/share/litediff/runs)")
+
+    sp = sub.add_parser("compress", help="run a compression recipe (YAML/JSON) into the run store")
+    sp.add_argument("recipe", help="recipe file, e.g. recipe.yaml")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--force", action="store_true", help="recompute even if already run")
+    store_opt(sp)
+    sp.set_defaults(fn=cmd_compress)
+
+    sp = sub.add_parser("runs", help="list the runs of the store")
+    sp.add_argument("--delete", metavar="ID", help="delete one run")
+    store_opt(sp)
+    sp.set_defaults(fn=cmd_runs)
+
+    sp = sub.add_parser("sweep", help="run a grid of recipes (a sweep YAML) into the store")
+    sp.add_argument("sweep", help="sweep file: a recipe plus a grid of stage options")
+    sp.add_argument("--device", default="auto")
+    store_opt(sp)
+    sp.set_defaults(fn=cmd_sweep)
     return p
 
 

@@ -1,0 +1,131 @@
+"""Recipes: a base model, a dataset, a seed, ordered compression stages and the evaluation setup,
+as plain data (YAML or JSON) that round-trips.
+
+The recipe's ``key`` hashes everything that changes the result (stage options with their
+defaults filled in, base, dataset, seed, evaluation setup) but not its display ``name``, so a
+recipe already run is found again in the run store instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import LiteDiffError
+
+EVAL_DEFAULTS = {"n": 1000, "sampler": "ddim", "steps": 50, "latency_batch": 16}
+
+
+@dataclass
+class Recipe:
+    base: str = "embedded"
+    dataset: Optional[str] = None          # None: the dataset the base model belongs to
+    seed: int = 0
+    stages: List[dict] = field(default_factory=list)   # [{"stage": name, "config": {...}}]
+    eval: dict = field(default_factory=dict)            # overrides of EVAL_DEFAULTS
+    name: str = ""                                       # display name (not hashed)
+
+    def __post_init__(self):
+        from .compress import make_stage
+
+        unknown = sorted(set(self.eval) - set(EVAL_DEFAULTS))
+        if unknown:
+            raise LiteDiffError(f"recipe eval does not take {', '.join(unknown)}; "
+                                f"it takes {', '.join(EVAL_DEFAULTS)}")
+        # normalise: every stage rebuilt through its Config, so defaults are explicit
+        self.stages = [make_stage(s).to_dict() for s in self.stages]
+        self.eval = {**EVAL_DEFAULTS, **self.eval}
+        if not self.name:
+            self.name = self.method()
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        if not isinstance(data, dict):
+            raise LiteDiffError("a recipe is a mapping with keys base, dataset, seed, stages, eval")
+        unknown = sorted(set(data) - {"base", "dataset", "seed", "stages", "eval", "name"})
+        if unknown:
+            raise LiteDiffError(f"unknown recipe keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path) -> "Recipe":
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise LiteDiffError(f"cannot read recipe {path}: {e.strerror or e}") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as e:
+            raise LiteDiffError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+                                f": {str(e).splitlines()[0]}") from None
+        return cls.from_dict(data)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ------------------------------------------------------------------ identity
+
+    def key(self) -> str:
+        hashed = {k: v for k, v in self.to_dict().items() if k != "name"}
+        return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+
+    def method(self) -> str:
+        """A short human description, e.g. ``structured-prune(l1, 0.3) → finetune(500)``."""
+        if not self.stages:
+            return "base (dense)"
+        parts = []
+        for s in self.stages:
+            c = s["config"]
+            detail = [str(c[k]) for k in ("importance", "method", "ratio", "scale", "rank",
+                                          "factor", "weight_bits", "steps") if k in c]
+            parts.append(f"{s['stage']}({', '.join(detail)})" if detail else s["stage"])
+        return " → ".join(parts)
+
+
+def sweep_recipes(path_or_dict) -> List[Recipe]:
+    """A sweep: ``{"recipe": {...}, "grid": {"<stage index>.<option>": [values, ...]}}`` gives
+    one recipe per point of the grid (the product of the value lists); ``"recipes": [...]``
+    lists recipes one by one; both may be given."""
+    import itertools
+
+    import yaml
+
+    if isinstance(path_or_dict, dict):
+        spec = path_or_dict
+    else:
+        path = Path(path_or_dict)
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise LiteDiffError(f"cannot read sweep {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or not ({"recipe", "recipes"} & set(spec)):
+        raise LiteDiffError("a sweep has `recipe` (+ `grid`) and/or `recipes`")
+    out = [Recipe.from_dict(r) for r in spec.get("recipes", [])]
+    if "recipe" in spec:
+        grid = spec.get("grid") or {}
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            data = json.loads(json.dumps(spec["recipe"]))
+            for key, value in zip(keys, values):
+                index, _, option = key.partition(".")
+                try:
+                    data["stages"][int(index)].setdefault("config", {})[option] = value
+                except (ValueError, IndexError, KeyError):
+                    raise LiteDiffError(f"grid key {key!r} must be <stage index>.<option> of "
+                                        f"an existing stage") from None
+            data.pop("name", None)
+            out.append(Recipe.from_dict(data))
+    return out

@@ -1,0 +1,316 @@
+"""The run store: one folder per recipe run, written atomically, and the runner that fills it.
+
+A run folder (``<store>/<id>``, id = first 12 hex of the recipe key) holds::
+
+    recipe.json     the recipe (plain data)          status.json   done | failed (+ error, times)
+    metrics.json    size, latency (+ ratio to the base measured in the same run), FID/KID with
+                    interval, SSIM/PSNR to the base, quality gate, stage timings, notes, versions
+    layers.csv      per-layer params / channels / sparsity / MACs before and after
+    samples.png     a fixed-seed sample grid          model/       the compressed model
+    log.jsonl       one line per stage
+
+Runs are built in a hidden ``.tmp-*`` folder and renamed into place, so a reader never sees half a
+run; a run that raises is stored with status ``failed`` and its error; a ``.tmp-*`` folder whose
+process is gone (killed) is listed as ``failed (interrupted)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import torch
+
+from . import __version__
+from .errors import LiteDiffError
+from .progress import Progress, report
+from .recipes import Recipe
+
+STATUS, RECIPE, METRICS, LAYERS, GRID, MODEL = ("status.json", "recipe.json", "metrics.json",
+                                                "layers.csv", "samples.png", "model")
+
+
+def user_store() -> Path:
+    """Where new runs go: ``$LITEDIFF_RUNS`` or ``~/.local/share/litediff/runs``."""
+    return Path(os.environ.get("LITEDIFF_RUNS") or os.path.join(
+        os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "litediff", "runs"))
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    def __init__(self, root=None):
+        self.root = Path(root) if root else user_store()
+
+    def run_dir(self, recipe: Recipe) -> Path:
+        return self.root / recipe.key()[:12]
+
+    def find(self, recipe: Recipe) -> Optional[Path]:
+        """The finished run of this recipe, if any."""
+        d = self.run_dir(recipe)
+        return d if self.status(d).get("status") == "done" else None
+
+    @staticmethod
+    def status(run_dir: Path) -> dict:
+        try:
+            return json.loads((Path(run_dir) / STATUS).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def runs(self):
+        """Every run folder (finished, failed, or interrupted), oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted((d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("_")),
+                      key=lambda d: d.stat().st_mtime)
+
+    def load(self, run_id: str) -> dict:
+        d = self.root / run_id
+        if not d.is_dir():
+            raise LiteDiffError(f"no run {run_id!r} in {self.root}")
+        out = {"id": run_id, "path": str(d), "status": self.status(d)}
+        for key, name in (("recipe", RECIPE), ("metrics", METRICS)):
+            try:
+                out[key] = json.loads((d / name).read_text())
+            except (OSError, ValueError):
+                out[key] = {}
+        return out
+
+    def layers(self, run_id: str) -> pd.DataFrame:
+        return pd.read_csv(self.root / run_id / LAYERS)
+
+    def delete(self, run_id: str) -> None:
+        d = self.root / run_id
+        if not d.is_dir() or d.parent != self.root:
+            raise LiteDiffError(f"no run {run_id!r} in {self.root}")
+        trash = self.root / f".trash-{run_id}-{os.getpid()}"
+        os.replace(d, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def table(self) -> pd.DataFrame:
+        """One row per run, for the CLI (``litediff runs``) and the dashboard."""
+        rows = []
+        for d in self.runs():
+            status = self.status(d)
+            if d.name.startswith(".tmp-"):
+                pid = status.get("pid", 0)
+                if pid and _pid_alive(pid):
+                    continue  # still running
+                status = {**status, "status": "failed", "error": "interrupted"}
+            elif d.name.startswith("."):
+                continue
+            run = self.load(d.name)
+            rows.append(_row(d.name, run["recipe"], status, run["metrics"]))
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+
+COLUMNS = ["id", "name", "method", "status", "params", "nonzero_params", "bytes", "macs",
+           "latency_ms", "speedup", "fid", "fid_lo", "fid_hi", "kid", "ssim_to_base",
+           "psnr_to_base", "gate", "train_steps", "wall_s", "eval", "created", "error"]
+
+
+def _row(run_id, recipe, status, m) -> dict:
+    size, lat, fid = m.get("size", {}), m.get("latency", {}), m.get("fidelity", {})
+    cons, gate = m.get("consistency", {}), m.get("quality_gate", {})
+    ev = recipe.get("eval", {})
+    return {
+        "id": run_id, "name": recipe.get("name", ""), "method": m.get("method", ""),
+        "status": status.get("status", "unknown"),
+        "params": size.get("params"), "nonzero_params": size.get("nonzero_params"),
+        "bytes": size.get("bytes"), "macs": size.get("macs_per_image"),
+        "latency_ms": lat["median_s"] * 1000 if lat.get("median_s") else None,
+        "speedup": m.get("speedup"),
+        "fid": fid.get("fid"), "fid_lo": (fid.get("fid_ci95") or [None, None])[0],
+        "fid_hi": (fid.get("fid_ci95") or [None, None])[1], "kid": fid.get("kid_mean"),
+        "ssim_to_base": cons.get("ssim_mean"), "psnr_to_base": cons.get("psnr_mean"),
+        "gate": gate.get("passes"), "train_steps": m.get("train_steps"),
+        "wall_s": m.get("wall_s"),
+        "eval": f"{ev.get('n')} samples, {ev.get('sampler')} {ev.get('steps')} steps" if ev else "",
+        "created": status.get("finished"), "error": status.get("error", ""),
+    }
+
+
+# ----------------------------------------------------------------------------- running
+
+def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = None,
+               device: str = "auto", force: bool = False) -> Path:
+    """Run ``recipe`` into ``store`` (or return the finished run with the same key)."""
+    done = store.find(recipe)
+    if done and not force:
+        report(progress, 1, 1, "already run: reused")
+        return done
+    final = store.run_dir(recipe)
+    store.root.mkdir(parents=True, exist_ok=True)
+    tmp = store.root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _write_json(tmp / RECIPE, recipe.to_dict())
+    started = time.time()
+    _write_json(tmp / STATUS, {"status": "running", "pid": os.getpid(), "started": started})
+    try:
+        _execute(recipe, tmp, progress, device)
+        status = {"status": "done"}
+    except BaseException as e:  # noqa: BLE001 — stored, then re-raised below
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        status = {"status": "failed", "error": f"{type(e).__name__}: {first}"}
+        error = e
+    else:
+        error = None
+    _write_json(tmp / STATUS, {**status, "started": started, "finished": time.time(),
+                               "litediff_version": __version__})
+    old = store.root / f".old-{final.name}-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    if error is not None:
+        raise error
+    return final
+
+
+def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: str) -> None:
+    from .compress import CompressState, make_stage, save_compressed
+    from .data import load_dataset
+    from .device import resolve_device
+    from .models import load_base
+
+    device = resolve_device(device)
+    base = load_base(recipe.base)
+    dataset = recipe.dataset or base.meta.dataset
+    if not dataset:
+        raise LiteDiffError(f"{recipe.base}: unknown dataset; set `dataset` in the recipe")
+    base.meta.dataset = dataset
+    torch.manual_seed(recipe.seed)
+    data = load_dataset(dataset, "train") if recipe.stages else None
+    state = CompressState.start(base.unet, base.scheduler, dataset=dataset, data=data)
+    n_stages = len(recipe.stages)
+    timings = []
+    with (out / "log.jsonl").open("w") as log:
+        for i, spec in enumerate(recipe.stages):
+            stage = make_stage(spec)
+            t0 = time.time()
+
+            def sub(done, total, message, _i=i, _name=stage.name):
+                report(progress, _i * 1000 + int(1000 * done / max(total, 1)),
+                       (n_stages + 1) * 1000, f"{_name}: {message}")
+
+            state = stage.apply(state, sub)
+            timings.append({"stage": stage.name, "seconds": round(time.time() - t0, 2)})
+            log.write(json.dumps({**timings[-1], "log": state.log[-1] if state.log else {}},
+                                 default=str) + "\n")
+    save_compressed(state, out / MODEL, {**_meta_of(base), "recipe": recipe.to_dict()})
+
+    def eval_progress(done, total, message):
+        report(progress, n_stages * 1000 + int(1000 * done / max(total, 1)),
+               (n_stages + 1) * 1000, f"evaluating: {message}")
+
+    metrics = measure(base, out / MODEL, recipe, device, out, eval_progress)
+    metrics.update({"method": recipe.method(), "stages": timings, "notes": list(state.notes),
+                    "train_steps": sum(int(s["config"].get("steps", 0)) for s in recipe.stages
+                                       if s["stage"] in TRAINING_STAGES),
+                    "wall_s": round(sum(t["seconds"] for t in timings), 1)})
+    _write_json(out / METRICS, metrics)
+
+
+TRAINING_STAGES = {"finetune", "distill", "lora"}
+
+
+def _meta_of(base) -> dict:
+    m = base.meta
+    return {"dataset": m.dataset, "resolution": m.resolution, "channels": m.channels,
+            "classes": m.classes, "base": m.source}
+
+
+def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
+            progress: Optional[Progress] = None) -> dict:
+    """Evaluate the saved model against its base, with ratios measured in this one run."""
+    from .evaluate import EvalConfig, evaluate
+    from .metrics import ssim_psnr, step_latency
+    from .models import load_base
+    from .samplers import generate, grid
+
+    compressed = load_base(str(model_dir))
+    compressed.meta.dataset = base.meta.dataset
+    ev = recipe.eval
+    cfg = EvalConfig(n=ev["n"], sampler=ev["sampler"], steps=ev["steps"], seed=recipe.seed,
+                     device=device, latency_batch=ev["latency_batch"])
+    result = evaluate(compressed, cfg, progress=progress)
+    # the base's latency right after the compressed model's, on the same device and threads
+    base_lat = step_latency(base.unet, batch_size=cfg.latency_batch, device=device)
+    result["base_latency"] = base_lat
+    result["speedup"] = base_lat["median_s"] / result["latency"]["median_s"]
+    images = generate(compressed.unet.to(device), dict(compressed.scheduler.config),
+                      sampler="ddim", steps=ev["steps"], n=min(ev["n"], 256), seed=recipe.seed,
+                      device=device)
+    reference = base_samples(base, "ddim", ev["steps"], min(ev["n"], 256), recipe.seed, device,
+                             cache=out.parent / "_cache")
+    cons = ssim_psnr(images, reference)
+    result["consistency"] = {"ssim_mean": cons["ssim_mean"], "psnr_mean": cons["psnr_mean"],
+                             "n": cons["n"], "setup": f"deterministic DDIM {ev['steps']} steps, "
+                             f"same noise (seed {recipe.seed}) for base and compressed"}
+    grid(images[:64], nrow=8).save(out / GRID)
+    layers(base.unet, compressed.unet.cpu()).to_csv(out / LAYERS, index=False)
+    return result
+
+
+def base_samples(base, sampler: str, steps: int, n: int, seed: int, device: str,
+                 cache: Optional[Path] = None) -> torch.Tensor:
+    """The base model's samples for a setup, cached under a key of its weights and the setup."""
+    import hashlib
+
+    from safetensors.torch import load_file, save, save_file
+
+    from .samplers import generate
+
+    path = None
+    if cache is not None:
+        weights = save({k: v.contiguous() for k, v in base.unet.state_dict().items()})
+        key = hashlib.sha256(weights + json.dumps(
+            [dict(base.scheduler.config), sampler, steps, n, seed], sort_keys=True,
+            default=str).encode()).hexdigest()[:24]
+        path = Path(cache) / f"base-samples-{key}.safetensors"
+        if path.exists():
+            return load_file(str(path))["images"]
+    images = generate(base.unet.to(device), dict(base.scheduler.config), sampler=sampler,
+                      steps=steps, n=n, seed=seed, device=device)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({"images": images.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    return images
+
+
+def layers(before, after) -> pd.DataFrame:
+    """Per-layer table of a base and a compressed UNet, joined on the layer name."""
+    from .metrics import layer_table
+
+    a, b = layer_table(before), layer_table(after)
+    for t in (a, b):
+        t["channels"] = t["shape"].map(lambda s: int(str(s).split("×")[0]) if s else None)
+    cols = ["name", "type", "params", "nonzeros", "macs", "channels"]
+    merged = a[cols].merge(b[cols], on="name", how="outer", suffixes=("_before", "_after"),
+                           sort=False)
+    merged["type"] = merged["type_before"].fillna(merged["type_after"])
+    merged["sparsity_after"] = 1 - merged["nonzeros_after"] / merged["params_after"]
+    return merged[["name", "type", "params_before", "params_after", "channels_before",
+                   "channels_after", "sparsity_after", "macs_before", "macs_after"]]
