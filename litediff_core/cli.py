@@ -119,7 +119,15 @@ def cmd_compress(args) -> dict:
     from .recipes import Recipe
     from .runs import run_recipe
 
-    recipe = Recipe.load(args.recipe)
+    if bool(args.recipe) == bool(args.preset):
+        raise LiteDiffError("give a recipe file or --preset NAME (one of the two)")
+    if args.preset:
+        from .presets import preset_recipe
+
+        ev = {k: v for k, v in (("n", args.n), ("steps", args.eval_steps)) if v}
+        recipe = preset_recipe(args.preset, base=args.base, p=args.p, steps=args.steps, eval=ev)
+    else:
+        recipe = Recipe.load(args.recipe)
     store = _store(args)
     run = run_recipe(recipe, store, progress=TqdmProgress("compress"), device=args.device,
                      force=args.force)
@@ -213,7 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.local/share/litediff/runs)")
 
     sp = sub.add_parser("compress", help="run a compression recipe (YAML/JSON) into the run store")
-    sp.add_argument("recipe", help="recipe file, e.g. recipe.yaml")
+    sp.add_argument("recipe", nargs="?", help="recipe file, e.g. recipe.yaml")
+    from .presets import PRESETS
+
+    sp.add_argument("--preset", choices=sorted(PRESETS), help="a seed paper's configuration")
+    sp.add_argument("--base", default="embedded", help="base model of the preset; " + MODEL_HELP)
+    sp.add_argument("--p", type=float, help="preset prune ratio")
+    sp.add_argument("--steps", type=_positive(int), help="preset fine-tune / KD steps")
+    sp.add_argument("--n", type=_positive(int), help="preset evaluation samples (default 1000)")
+    sp.add_argument("--eval-steps", type=_positive(int), help="preset evaluation sampler steps")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--force", action="store_true", help="recompute even if already run")
     store_opt(sp)

@@ -127,3 +127,29 @@ def test_cli_compress_and_runs(tmp_path, base_folder, capsys):
     assert json.loads(captured.out)["runs"] == 1 and "done" in captured.err
     (tmp_path / "broken.yaml").write_text("base: [")
     assert main(["compress", str(tmp_path / "broken.yaml"), "--store", store]) == 2
+
+
+def test_every_preset_builds_a_valid_recipe():
+    from litediff_core.presets import PRESETS, preset_recipe
+
+    for name in PRESETS:
+        r = preset_recipe(name, p=0.5 if "s2" not in name and "s4" not in name else None,
+                          steps=7)
+        assert r.stages and r.name.startswith(name)
+        assert any(s["config"].get("steps") == 7 for s in r.stages) or "quant" in name
+    with pytest.raises(LiteDiffError, match="unknown preset"):
+        preset_recipe("nope")
+    tiny = preset_recipe("tiny-diffusion", p=0.7)
+    assert tiny.stages[0]["config"]["ratio"] == 0.7
+
+
+def test_a_preset_runs_end_to_end_from_the_cli(tmp_path, base_folder, capsys):
+    from litediff_core.cli import main
+
+    store = str(tmp_path / "store")
+    assert main(["compress", "--preset", "mini-diffusion-taylor", "--base", base_folder,
+                 "--p", "0.5", "--steps", "3", "--n", "24", "--eval-steps", "3", "--store", store, "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    run = RunStore(store).load(out["run"].rsplit("/", 1)[-1])
+    assert run["status"]["status"] == "done" and run["metrics"]["train_steps"] == 3
+    assert [s["stage"] for s in run["metrics"]["stages"]] == ["structured-prune", "finetune"]

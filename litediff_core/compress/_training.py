@@ -1,0 +1,277 @@
+"""The training loop shared by the recovery stages (``finetune``, ``distill``, ``lora``).
+
+One loop, :func:`train_noise_prediction`: the DDPM noise-prediction MSE (the target follows the
+scheduler's ``prediction_type``, as in :func:`._common.noise_prediction_loss`) on the state's
+images, Adam, cosine annealing with warm restarts (``CosineAnnealingWarmRestarts``, period
+``T_0`` optimizer steps, as in LiteDiffusion), optional EMA (diffusers ``EMAModel``), optional
+extra loss terms, a ``progress(done, total, "loss 0.1234")`` report per step, and the per-step
+losses returned (the UI's live loss curve).
+
+Every step draws its images, timesteps and noise from a generator seeded by (seed, step), like
+``train/base.py``, so a run is reproducible and does not depend on how many processes share it.
+
+Hugging Face Accelerate runs it: ``Accelerator().prepare(model, optimizer)`` and
+``accelerator.backward``. On one process Accelerate adds nothing (the model is not wrapped, the
+loss is divided by ``gradient_accumulation_steps`` = 1), so the loop is exactly a plain loop.
+Under ``accelerate launch --multi_gpu --num_processes N`` (on CPU-only machines also set
+``ACCELERATE_USE_CPU=1``; plain ``accelerate launch --cpu --num_processes N`` without mpirun
+starts a single, non-distributed process) every process draws the same global batch of
+``batch_size`` images and takes its own contiguous shard (``tensor_split``: shards differ by at
+most one image). The shard's loss is scaled by ``N · n_shard / batch_size``, so that the
+average of the processes' gradients that DDP computes is exactly the gradient of the
+global-batch mean; regularisers (``penalty``) are added unscaled on every process, so their
+average is themselves. Every process therefore takes the same optimizer step (identical weights
+everywhere); against one process with the same ``batch_size`` only float summation order
+differs. The learning-rate scheduler is stepped by hand once per step (an
+``AcceleratedScheduler`` would step it N times per step). Progress is reported by the main
+process only; the loss history (the global-batch loss, averaged over processes) is the same on
+every process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import LiteDiffError
+from ..progress import Progress, report
+from ._common import eval_mode, image_sampler
+from .base import clone_model
+
+
+@dataclass
+class Batch:
+    """What one process sees in one step (its shard of the global batch)."""
+
+    x0: torch.Tensor      # clean images
+    noise: torch.Tensor   # the noise added
+    t: torch.Tensor       # timesteps
+    xt: torch.Tensor      # noisy images the student (and a teacher) sees
+    target: torch.Tensor  # the regression target of the prediction type
+    pred: torch.Tensor    # the student's output (with grad)
+
+
+@dataclass
+class TrainResult:
+    losses: List[float] = field(default_factory=list)  # total loss of every step
+    seconds: float = 0.0
+    processes: int = 1
+
+    @property
+    def first_loss(self) -> Optional[float]:
+        return self.losses[0] if self.losses else None
+
+    @property
+    def last_loss(self) -> Optional[float]:
+        return self.losses[-1] if self.losses else None
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one step's images, timesteps and noise (as in ``train/base.py``)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def training_data(state, data, who: str):
+    """The images a stage trains on: ``data``, else ``state.data``, else the state's dataset."""
+    if data is None:
+        data = state.data
+    if data is None and state.dataset:
+        from ..data import load_dataset
+
+        data = load_dataset(state.dataset, "train")
+    if data is None:
+        raise LiteDiffError(f"{who} needs training images: give the state data or a dataset name")
+    return data
+
+
+def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr: float,
+                           batch_size: int, seed: int = 0, T_0: int = 0, ema: bool = False,
+                           ema_decay: float = 0.999, grad_clip: float = 0.0,
+                           task_weight: float = 1.0,
+                           extra_loss: Optional[Callable[[Batch], torch.Tensor]] = None,
+                           penalty: Optional[Callable[[nn.Module], torch.Tensor]] = None,
+                           on_step: Optional[Callable[[int, nn.Module], None]] = None,
+                           progress: Optional[Progress] = None, who: str = "train",
+                           accelerator=None) -> TrainResult:
+    """Train ``model`` in place (its parameters with ``requires_grad``) for ``steps`` steps.
+
+    Per step: loss = task_weight · MSE(pred, target) + extra_loss(batch) (both averaged over
+    the images of the batch) + penalty(model) (a regulariser of the weights). ``extra_loss``
+    returns a per-image mean over the batch it gets (e.g. knowledge distillation);
+    ``task_weight=0`` skips the MSE. ``on_step(step, model)`` runs after optimizer step
+    ``step`` (1-based) on the unwrapped model. ``T_0`` is the cosine restart period in steps
+    (0: ``steps``, a single cosine decay to 0). With ``ema`` the model ends with the EMA
+    weights. ``grad_clip`` > 0 clips the gradient norm. The model ends on the device it came
+    on, in the mode it came in; masked weights (``torch.nn.utils.prune``) stay exactly 0.
+    """
+    from accelerate import Accelerator
+
+    if steps < 1 or batch_size < 1:
+        raise LiteDiffError(f"{who}: steps and batch_size must be at least 1")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LiteDiffError(f"{who}: the model has no trainable parameters")
+    draw = image_sampler(data, model, who)
+    accelerator = accelerator if accelerator is not None else Accelerator()
+    processes, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size < processes:
+        raise LiteDiffError(f"{who}: batch_size {batch_size} is smaller than the number of "
+                            f"processes ({processes}): every process needs an image")
+    home, was_training = next(model.parameters()).device, model.training
+    shard = torch.arange(batch_size).tensor_split(processes)[rank]
+    scale = processes * len(shard) / batch_size  # DDP averages: mean of shards = global mean
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    T = int(scheduler.config.num_train_timesteps)
+
+    model.to(accelerator.device)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    lr_schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=T_0 if T_0 > 0 else steps)
+    wrapped, opt = accelerator.prepare(model, optimizer)
+    averager = None
+    if ema:
+        from diffusers.training_utils import EMAModel
+
+        averager = EMAModel(params, decay=ema_decay)
+    result = TrainResult(processes=processes)
+    start = time.perf_counter()
+    wrapped.train()
+    try:
+        for step in range(steps):
+            g = step_generator(seed, step)
+            x0 = draw(batch_size, g)
+            t = torch.randint(T, (x0.shape[0],), generator=g)
+            noise = torch.randn(x0.shape, generator=g)
+            x0, t, noise = (v[shard].to(accelerator.device) for v in (x0, t, noise))
+            xt = scheduler.add_noise(x0, noise, t)
+            target = {"epsilon": lambda: noise, "sample": lambda: x0,
+                      "v_prediction": lambda: scheduler.get_velocity(x0, noise, t)}[kind]()
+            pred = wrapped(xt, t).sample
+            loss = None
+            if task_weight:
+                loss = F.mse_loss(pred, target)
+                if task_weight != 1.0:
+                    loss = task_weight * loss
+            if extra_loss is not None:
+                term = extra_loss(Batch(x0, noise, t, xt, target, pred))
+                loss = term if loss is None else loss + term
+            if loss is None:
+                raise LiteDiffError(f"{who}: the loss has no term (task_weight 0, no extra loss)")
+            if scale != 1.0:
+                loss = loss * scale
+            shown = loss.detach()
+            if penalty is not None:
+                reg = penalty(accelerator.unwrap_model(wrapped))
+                loss = loss + reg
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if grad_clip > 0:
+                accelerator.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            lr_schedule.step()
+            if averager is not None:
+                averager.step(params)
+            if processes > 1:
+                shown = accelerator.reduce(shown, "mean")
+            value = float(shown) + (float(reg.detach()) if penalty is not None else 0.0)
+            result.losses.append(value)
+            if on_step is not None:
+                on_step(step + 1, accelerator.unwrap_model(wrapped))
+            if accelerator.is_main_process:
+                report(progress, step + 1, steps, f"loss {value:.4f}")
+    finally:
+        model = accelerator.unwrap_model(wrapped)
+        opt.zero_grad(set_to_none=True)
+        accelerator.free_memory()
+    if averager is not None:
+        averager.copy_to(params)
+    refresh_masked_weights(model)
+    model.train(was_training)
+    model.to(home)
+    refresh_masked_weights(model)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ----------------------------------------------------------------------------- loss terms
+
+def kd_loss(teacher: nn.Module, kd_frac: float) -> Callable[[Batch], torch.Tensor]:
+    """``kd_frac · MSE(teacher(x_t, t), student(x_t, t))``: the teacher (frozen: eval mode, no
+    grad, never modified; a copy is moved when the student trains on another device) sees the
+    student's noisy images and timesteps."""
+    cache = {}
+
+    def term(batch: Batch) -> torch.Tensor:
+        device = batch.xt.device
+        if device not in cache:
+            home = next(teacher.parameters()).device
+            cache.clear()
+            cache[device] = teacher if home == device else clone_model(teacher).to(device)
+        model = cache[device]
+        with torch.no_grad(), eval_mode(model):
+            wanted = model(batch.xt, batch.t).sample
+        return kd_frac * F.mse_loss(batch.pred, wanted)
+
+    return term
+
+
+def effective_weights(model: nn.Module):
+    """(module name, weight as the forward pass uses it) of every Conv2d / Linear: a weight
+    under a ``torch.nn.utils.prune`` mask is ``weight_orig · weight_mask`` (with grad)."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if hasattr(m, "weight_orig") and hasattr(m, "weight_mask"):
+                yield name, m.weight_orig * m.weight_mask
+            elif isinstance(getattr(m, "weight", None), torch.Tensor):
+                yield name, m.weight
+
+
+def l1_penalty(lam: float) -> Callable[[nn.Module], torch.Tensor]:
+    """``λ · Σ|w|`` over every Conv2d / Linear weight (masks applied): a sum, not a mean."""
+
+    def term(model: nn.Module) -> torch.Tensor:
+        return lam * sum(w.abs().sum() for _, w in effective_weights(model))
+
+    return term
+
+
+@torch.no_grad()
+def refresh_masked_weights(model: nn.Module) -> None:
+    """Recompute ``weight = weight_orig · weight_mask`` of masked layers (normally done by the
+    pre-forward hook) after their ``weight_orig`` was set outside a forward (EMA, device move)."""
+    for m in model.modules():
+        if hasattr(m, "weight_orig") and hasattr(m, "weight_mask"):
+            m.weight = m.weight_orig * m.weight_mask
+
+
+def sparsity(model: nn.Module) -> Optional[float]:
+    """Fraction of zeroed weights under masks (None when the model has no masks)."""
+    total = zeros = 0
+    for m in model.modules():
+        if hasattr(m, "weight_mask"):
+            total += m.weight_mask.numel()
+            zeros += int((m.weight_mask == 0).sum())
+    return zeros / total if total else None
+
+
+def round_losses(losses: List[float]) -> List[float]:
+    return [float(f"{v:.6g}") for v in losses]
+
+
+def check_training(who: str, c) -> None:
+    """Range checks of the options every training stage has."""
+    if c.steps < 1 or c.batch_size < 1:
+        raise LiteDiffError(f"{who}: steps and batch_size must be at least 1")
+    if c.lr <= 0:
+        raise LiteDiffError(f"{who}: lr must be > 0, not {c.lr}")
+    if c.T_0 < 0:
+        raise LiteDiffError(f"{who}: T_0 must be ≥ 0 (0: one cosine over all steps)")
+    if not 0.0 < c.ema_decay < 1.0:
+        raise LiteDiffError(f"{who}: ema_decay must be in (0, 1), not {c.ema_decay}")
+    if c.grad_clip < 0:
+        raise LiteDiffError(f"{who}: grad_clip must be ≥ 0 (0: no clipping)")

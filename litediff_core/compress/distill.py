@@ -1,0 +1,163 @@
+"""Knowledge distillation: the student learns from the teacher's noise predictions.
+
+Loss per step (shared loop of ``_training.py``: Adam, cosine warm restarts, optional EMA,
+Accelerate data parallel)::
+
+    (1 − kd_frac) · MSE(ε, ε_student) + kd_frac · MSE(ε_teacher, ε_student)
+
+where the teacher (``state.teacher``, the untouched base UNet: eval mode, no gradients, never
+modified) and the student see the same noisy images x_t and timesteps t. (With another
+``prediction_type`` ε stands for its target.) ``kd_frac=0`` is plain fine-tuning (the teacher
+is not run); ``kd_frac=1`` learns from the teacher alone.
+
+The student is the current ``state.unet`` (e.g. pruned; its masks persist), or with
+``fresh=True`` a newly, randomly initialised (seeded) UNet of the teacher's architecture with
+every ``block_out_channels`` divided by ``scale`` (1, 2 or 4; ``time_embedding_dim`` too when
+it is set), see :func:`scaled_config`: params fall to about 1/scale². A fresh student replaces
+the state's model, so the state's pruning history is cleared (the student was never pruned)
+and its config is its own original config (``save_compressed`` / ``load_compressed`` rebuild
+it from that config). A fresh student needs many steps and a larger ``lr`` (e.g. 1e-3).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from ..errors import LiteDiffError
+from ..metrics.size import count_params
+from ..progress import Progress
+from ._training import (check_training, kd_loss, round_losses, train_noise_prediction,
+                        training_data)
+from .base import CompressState, Stage, clone_model, option
+from .io import _plain
+
+SCALES = (1, 2, 4)
+
+
+class Distill(Stage):
+    """Knowledge distillation from ``state.teacher``; see the module docstring."""
+
+    name = "distill"
+
+    @dataclass
+    class Config:
+        steps: int = option(500, "optimizer steps")
+        lr: float = option(2e-4, "peak learning rate (Adam); a fresh student wants ~1e-3")
+        batch_size: int = option(64, "images per step (global: shared out over processes)")
+        T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
+        ema: bool = option(False, "end with the exponential moving average of the weights")
+        ema_decay: float = option(0.999, "EMA: largest decay")
+        grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+        kd_frac: float = option(0.7, "weight of the teacher term; 1 − kd_frac weighs the true "
+                                     "noise")
+        fresh: bool = option(False, "distill into a new, randomly initialised student instead "
+                                    "of the current model")
+        scale: int = option(1, "fresh student: divide every block's channels by 1, 2 or 4")
+        seed: int = option(0, "seed of the fresh student, images, timesteps and noise")
+
+    def check(self) -> None:
+        check_training(self.name, self.config)
+        c = self.config
+        if not 0.0 <= c.kd_frac <= 1.0:
+            raise LiteDiffError(f"{self.name}: kd_frac must be in [0, 1], not {c.kd_frac}")
+        if c.scale not in SCALES:
+            raise LiteDiffError(f"{self.name}: scale must be one of 1, 2, 4, not {c.scale}")
+        if c.scale != 1 and not c.fresh:
+            raise LiteDiffError(f"{self.name}: scale {c.scale} makes a new student: set "
+                                f"fresh=true (the current model cannot be rescaled)")
+
+    def apply(self, state: CompressState, progress: Optional[Progress] = None,
+              data=None) -> CompressState:
+        """Distill into a copy of ``state.unet`` (or a fresh student) and put it in the
+        state. ``data`` (else ``state.data``, else the state's dataset) gives the images."""
+        c, start = self.config, time.perf_counter()
+        teacher = state.teacher
+        if teacher is None and (c.kd_frac > 0 or c.fresh):
+            raise LiteDiffError(f"{self.name}: the state has no teacher (start the state with "
+                                f"CompressState.start, or set kd_frac=0 and fresh=false)")
+        data = training_data(state, data, self.name)
+        info = {}
+        if c.fresh:
+            student, info = fresh_student(teacher, c.scale, c.seed)
+            student.to(next(state.unet.parameters()).device).train(state.unet.training)
+        else:
+            student = clone_model(state.unet)
+        result = train_noise_prediction(
+            student, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
+            seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay, grad_clip=c.grad_clip,
+            task_weight=1.0 - c.kd_frac,
+            extra_loss=kd_loss(teacher, c.kd_frac) if c.kd_frac > 0 else None,
+            progress=progress, who=self.name)
+        self.result = result
+        if c.fresh:
+            if state.pruning_history:
+                state.note("distill: a fresh student replaced the pruned model; the pruning "
+                           "history no longer applies and was cleared")
+            state.pruning_history = []
+        state.unet = student
+        state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
+                          "processes": result.processes,
+                          "seconds": round(time.perf_counter() - start, 3),
+                          "train_seconds": round(result.seconds, 3),
+                          "first_loss": result.first_loss, "last_loss": result.last_loss,
+                          "losses": round_losses(result.losses),
+                          "params": count_params(student), **info})
+        return state
+
+
+def scaled_config(config, scale: int) -> dict:
+    """The UNet2DModel config of ``config`` with every ``block_out_channels`` divided by
+    ``scale`` (and ``time_embedding_dim`` if set), kept valid:
+
+    - ``norm_num_groups`` (and ``attn_norm_num_groups`` if set) become their gcd with every new
+      channel count, so every GroupNorm (also over the up path's concatenations, sums of those
+      counts) still divides its channels;
+    - ``attention_head_dim`` (if set) is divided by ``scale`` when it divides evenly, which
+      keeps the number of heads, then reduced to its gcd with the new channel counts so every
+      attention layer still splits into whole heads.
+    """
+    cfg = {k: v for k, v in _plain(dict(config)).items() if not k.startswith("_")}
+    old = [int(ch) for ch in cfg["block_out_channels"]]
+    bad = [ch for ch in old if ch % scale]
+    if bad:
+        raise LiteDiffError(f"distill: block_out_channels {old} are not all divisible by "
+                            f"{scale}")
+    new = [ch // scale for ch in old]
+    cfg["block_out_channels"] = new
+    if cfg.get("time_embedding_dim"):
+        cfg["time_embedding_dim"] = max(1, int(cfg["time_embedding_dim"]) // scale)
+    for key in ("norm_num_groups", "attn_norm_num_groups"):
+        if cfg.get(key):
+            cfg[key] = math.gcd(int(cfg[key]), *new)
+    head = cfg.get("attention_head_dim")
+    if head:
+        head = int(head)
+        head = head // scale if head % scale == 0 else head
+        cfg["attention_head_dim"] = math.gcd(head, *new)
+    return cfg
+
+
+def fresh_student(teacher, scale: int, seed: int):
+    """A randomly initialised (seeded) UNet2DModel of ``teacher``'s config scaled down by
+    ``scale``; returns (model, log info)."""
+    from diffusers import UNet2DModel
+
+    cfg = scaled_config(teacher.config, scale)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = UNet2DModel.from_config(cfg)
+    old = dict(teacher.config)
+    info = {"fresh_student": {"scale": scale, "block_out_channels": list(cfg["block_out_channels"]),
+                              "norm_num_groups": cfg.get("norm_num_groups"),
+                              "attention_head_dim": cfg.get("attention_head_dim"),
+                              "teacher_block_out_channels": list(old["block_out_channels"]),
+                              "teacher_norm_num_groups": old.get("norm_num_groups"),
+                              "teacher_attention_head_dim": old.get("attention_head_dim"),
+                              "teacher_params": count_params(teacher),
+                              "student_params": count_params(student)}}
+    return student, info

@@ -1,0 +1,175 @@
+"""LoRA recovery fine-tuning: train small low-rank adapters, then merge them into the weights.
+
+peft LoRA adapters (``LoraConfig`` + ``inject_adapter_in_model``) are put on the UNet's Conv2d
+and/or Linear layers (option ``layers``; ``protect`` leaves module sets alone): a layer W
+becomes W + (alpha / r) · B·A, with A (rank r, same kernel as W for a conv) randomly
+initialised (seeded) and B = 0, so training starts from the unchanged model. Only the adapters
+train (every other parameter is frozen), with the shared loop of ``_training.py`` (Adam,
+cosine warm restarts, optional EMA, Accelerate data parallel), on the DDPM loss, optionally
+mixed with knowledge distillation from ``state.teacher`` (``kd_frac``, as in ``distill``).
+
+The adapters are then MERGED (W ← W + (alpha / r) · B·A) and removed, so the result is a plain
+UNet with the same parameter names and shapes as before: after merging LoRA adds no parameters
+and no inference cost, and the model saves and loads like any other. LoRA here is a cheap way
+to *recover* quality (few trainable parameters, little optimizer memory); it does not make the
+model smaller — that is low-rank *factorisation*, a different stage, which replaces a layer by
+two thinner ones.
+
+Sparse models: on a layer under an unstructured-pruning mask the merge adds the update to
+``weight_orig`` and the mask stays, so pruned weights stay exactly 0 — but the adapter's update
+at pruned positions is dropped, so the merged model differs slightly from the trained
+model-with-adapters (the state gets a note). Fine-tune sparse models with ``finetune`` for an
+exact result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..errors import LiteDiffError
+from ..metrics.size import count_params
+from ..progress import Progress
+from ._common import PROTECT_SETS, all_submodules, protected_modules
+from ._training import (check_training, kd_loss, refresh_masked_weights, round_losses,
+                        train_noise_prediction, training_data)
+from .base import CompressState, Stage, clone_model, option
+
+LAYER_KINDS = {"conv": nn.Conv2d, "linear": nn.Linear}
+ADAPTER = "litediff"
+SPARSE_NOTE = ("lora: on masked (sparse) layers the adapters' update at pruned positions is "
+               "dropped when merging, so the merged model only approximates the trained one")
+
+
+class LoRA(Stage):
+    """Train LoRA adapters and merge them back; see the module docstring."""
+
+    name = "lora"
+
+    @dataclass
+    class Config:
+        r: int = option(4, "adapter rank")
+        alpha: float = option(4.0, "adapter scale numerator: the update is (alpha / r) · B·A")
+        layers: Tuple[str, ...] = option(("conv", "linear"), "layer kinds that get adapters",
+                                         tuple(LAYER_KINDS))
+        protect: Tuple[str, ...] = option((), "modules left without adapters", PROTECT_SETS)
+        steps: int = option(500, "optimizer steps")
+        lr: float = option(1e-3, "peak learning rate (Adam) of the adapters")
+        batch_size: int = option(64, "images per step (global: shared out over processes)")
+        T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
+        ema: bool = option(False, "end with the exponential moving average of the adapters")
+        ema_decay: float = option(0.999, "EMA: largest decay")
+        grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+        kd_frac: float = option(0.0, "weight of distillation from the teacher (0: none)")
+        seed: int = option(0, "seed of the adapters' initialisation, images, timesteps, noise")
+
+    def check(self) -> None:
+        check_training(self.name, self.config)
+        c = self.config
+        if c.r < 1:
+            raise LiteDiffError(f"{self.name}: r must be at least 1")
+        if c.alpha <= 0:
+            raise LiteDiffError(f"{self.name}: alpha must be > 0")
+        if not c.layers:
+            raise LiteDiffError(f"{self.name}: choose at least one layer kind (conv, linear)")
+        if not 0.0 <= c.kd_frac <= 1.0:
+            raise LiteDiffError(f"{self.name}: kd_frac must be in [0, 1], not {c.kd_frac}")
+
+    def apply(self, state: CompressState, progress: Optional[Progress] = None,
+              data=None) -> CompressState:
+        """Train adapters on a copy of ``state.unet``, merge them, put it in the state."""
+        c, start = self.config, time.perf_counter()
+        if c.kd_frac > 0 and state.teacher is None:
+            raise LiteDiffError(f"{self.name}: kd_frac > 0 needs the state's teacher")
+        data = training_data(state, data, self.name)
+        unet = clone_model(state.unet)
+        info = add_adapters(unet, c.r, c.alpha, c.layers, c.protect, c.seed)
+        try:
+            result = train_noise_prediction(
+                unet, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
+                seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay,
+                grad_clip=c.grad_clip, task_weight=1.0 - c.kd_frac,
+                extra_loss=kd_loss(state.teacher, c.kd_frac) if c.kd_frac > 0 else None,
+                progress=progress, who=self.name)
+        finally:
+            merged = merge_adapters(unet)
+        self.result = result
+        state.unet = unet
+        state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
+                          "processes": result.processes,
+                          "seconds": round(time.perf_counter() - start, 3),
+                          "train_seconds": round(result.seconds, 3),
+                          "first_loss": result.first_loss, "last_loss": result.last_loss,
+                          "losses": round_losses(result.losses), **info,
+                          "merged_layers": merged["layers"], "params": count_params(unet)})
+        if merged["masked_layers"]:
+            state.note(SPARSE_NOTE)
+        state.note("lora: adapters are merged into the weights — no extra parameters or "
+                   "inference cost, and no size reduction (low-rank factorisation is another "
+                   "stage)")
+        return state
+
+
+def lora_targets(unet: nn.Module, layers=("conv", "linear"), protect=()) -> list:
+    """Names of the layers that get adapters: the chosen kinds, outside the protected sets."""
+    kinds = tuple(LAYER_KINDS[k] for k in layers)
+    protected = all_submodules(protected_modules(unet, protect))
+    return [n for n, m in unet.named_modules()
+            if type(m) in kinds and m not in protected]  # exact types: what peft wraps
+
+
+def add_adapters(unet: nn.Module, r: int, alpha: float, layers=("conv", "linear"),
+                 protect=(), seed: int = 0) -> dict:
+    """Inject LoRA adapters into ``unet`` in place (peft; adapter A seeded, B = 0) and freeze
+    every other parameter. Returns log info (adapter and total parameter counts)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = lora_targets(unet, layers, protect)
+    if not targets:
+        raise LiteDiffError("lora: no layer to put adapters on (all protected?)")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                        target_modules=targets, init_lora_weights=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    trainable = 0
+    for n, p in unet.named_parameters():
+        p.requires_grad = ".lora_" in n
+        trainable += p.numel() if p.requires_grad else 0
+    return {"adapter_layers": len(targets), "adapter_params": trainable,
+            "base_params": count_params(unet) - trainable}
+
+
+@torch.no_grad()
+def merge_adapters(unet: nn.Module) -> dict:
+    """Merge every peft LoRA layer of ``unet`` into its base layer and put the base layer back
+    (in place): a plain model with the original parameter names and shapes, every parameter
+    trainable again. Masked base layers get the update in ``weight_orig`` (mask kept)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    merged = masked = 0
+    tuners = [(n, m) for n, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, layer in tuners:
+        base = layer.get_base_layer()
+        if hasattr(base, "weight_orig") and hasattr(base, "weight_mask"):
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    delta = layer.get_delta_weight(adapter)
+                    base.weight_orig.add_(delta.to(base.weight_orig.dtype))
+            masked += 1
+        else:
+            layer.merge(safe_merge=True)
+        parent_name, _, child = name.rpartition(".")
+        parent = unet.get_submodule(parent_name) if parent_name else unet
+        setattr(parent, child, base)
+        merged += 1
+    if hasattr(unet, "peft_config"):
+        del unet.peft_config
+    for p in unet.parameters():
+        p.requires_grad = True
+    refresh_masked_weights(unet)
+    return {"layers": merged, "masked_layers": masked}
