@@ -19,14 +19,25 @@ from typing import List
 from ..errors import LiteDiffError
 from .base import CompressState, Stage, describe_config
 from .io import load_compressed, save_compressed
+from .lowrank import LowRank
+from .quant_dynamic import DynamicInt8
+from .quant_onnx import OnnxInt8, OnnxUNet
+from .quant_simulated import SimulatedQuant
 from .structured import StructuredPrune, patch_diffusers_attributes
 from .unstructured import UnstructuredPrune, apply_masks, make_permanent, masks
+from .finetune import FineTune  # recovery training stages
+from .distill import Distill
+from .lora import LoRA
 
-STAGES = {cls.name: cls for cls in (StructuredPrune, UnstructuredPrune)}
+STAGES = {cls.name: cls for cls in (StructuredPrune, UnstructuredPrune, LowRank, DynamicInt8,
+                                    SimulatedQuant, OnnxInt8)}
+STAGES.update({cls.name: cls for cls in (FineTune, Distill, LoRA)})
 
-__all__ = ["STAGES", "CompressState", "Stage", "StructuredPrune", "UnstructuredPrune",
+__all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxUNet",
+           "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
            "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
            "masks", "patch_diffusers_attributes", "save_compressed"]
+__all__ += ["Distill", "FineTune", "LoRA"]
 
 
 def _stage_class(name: str):

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ModelSourceError
 from ..models.io import META_FILE, save_model
+from ._io_hooks import finish_extras, rebuild_extras, save_extras, torch_unet
 from .base import clone_model
 from .structured import example_inputs, patch_diffusers_attributes
 from .unstructured import apply_masks, make_permanent, masks
@@ -40,7 +41,8 @@ def save_compressed(state, folder, meta: dict) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    unet, mask_dict = state.unet, masks(state.unet)
+    unet = torch_unet(state.unet)  # the torch UNet inside a wrapper (ONNX Runtime, int8)
+    mask_dict = masks(unet)
     if mask_dict:
         unet = make_permanent(clone_model(unet))
     card = {**meta, "compression": {"format": FORMAT, "dataset": state.dataset,
@@ -52,8 +54,9 @@ def save_compressed(state, folder, meta: dict) -> Path:
     save_model(unet, state.scheduler, staging, card)
     (staging / HISTORY_FILE).write_text(json.dumps({
         "format": FORMAT,
-        "original_config": _plain(dict(state.unet.config)),
+        "original_config": _plain(dict(unet.config)),
         "pruning_history": state.pruning_history,
+        "extras": save_extras(state.unet, staging),  # low-rank layers, quantization, ONNX files
     }))
     if mask_dict:
         save_file({k: v.to(torch.uint8).contiguous() for k, v in mask_dict.items()},
@@ -92,6 +95,8 @@ def load_compressed(folder) -> Tuple[object, object, dict]:
             graph = tp.DependencyGraph().build_dependency(unet, example_inputs(unet))
             graph.load_pruning_history(history)
         patch_diffusers_attributes(unet)
+    extras = saved.get("extras", [])
+    unet = rebuild_extras(unet, extras, folder)  # e.g. low-rank layers, before the weights
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     try:
         unet.load_state_dict(load_file(str(weights)), strict=True)
@@ -100,6 +105,7 @@ def load_compressed(folder) -> Tuple[object, object, dict]:
         raise ModelSourceError(f"cannot load the compressed weights {weights}: {first[:200]}")
     if (folder / MASKS_FILE).exists():
         apply_masks(unet, load_file(str(folder / MASKS_FILE)))
+    unet = finish_extras(unet, extras, folder)  # e.g. quantizers re-attached, ONNX re-wrapped
     scheduler = DDPMScheduler.from_pretrained(str(folder / "scheduler"))
     return unet.eval(), scheduler, {**meta, "pruning_history": history}
 

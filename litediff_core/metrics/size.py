@@ -205,7 +205,12 @@ def layer_table(unet: nn.Module, resolution: Optional[int] = None,
 
 def size_report(unet: nn.Module, resolution: Optional[int] = None,
                 sample_shape: Optional[Tuple[int, int, int]] = None) -> dict:
-    """Parameters, non-zero parameters, safetensors bytes and MACs per image of a UNet."""
+    """Parameters, non-zero parameters, safetensors bytes and MACs per image of a UNet.
+
+    A wrapper that runs elsewhere (e.g. the ONNX Runtime int8 UNet) reports its own figures
+    through a ``size_report()`` method."""
+    if callable(getattr(unet, "size_report", None)):
+        return unet.size_report()
     return {
         "params": count_params(unet),
         "nonzero_params": count_nonzero(unet),

@@ -1,0 +1,229 @@
+"""Low-rank factorisation of Conv2d / Linear weights by truncated SVD.
+
+This is *not* LoRA: LoRA adds a trainable low-rank update beside a frozen full weight (the model
+grows); here the full weight is *replaced* by its best rank-r approximation, stored as two
+smaller layers, so the model really shrinks:
+
+- Linear in→out (W: out×in) becomes Linear in→r (no bias) then Linear r→out (with the bias);
+- Conv2d k×k in→out becomes a k×k Conv2d in→r (the original stride, padding, dilation; no
+  bias) then a 1×1 Conv2d r→out (with the bias), from the SVD of W reshaped to out×(in·k·k).
+
+With W ≈ U_r S_r V_rᵀ the first layer gets S_r^½ V_rᵀ and the second U_r S_r^½ (Eckart–Young:
+the smallest Frobenius error of any rank-r matrix). Weights per layer fall from out·in·k² to
+r·(in·k² + out), and so do the MACs per output pixel: a real cut, counted as such by fvcore.
+At full rank (r = min(out, in·k²)) the layer is reproduced exactly (up to float rounding).
+
+Rank per layer: ``rank`` if > 0 (capped at the full rank), else ``full_rank // factor`` (at
+least 1). A layer is replaced only where it saves at least ``min_params_saving`` of its weights
+(and always strictly some): factorising a small or thin layer can *add* parameters. The
+``protect`` sets (time embedding, first/last conv by default) are left alone, as are layers
+already factorised. A masked (unstructured-pruned) layer is factorised from its masked weight
+and loses its sparsity. Quality drops with the rank: fine-tune afterwards; and measure latency,
+two thin layers are not always faster than one on a CPU.
+
+Saving: the layers' names and ranks go to ``pruning_history.json`` through an IO hook
+(:mod:`._io_hooks`); loading rebuilds the factorised layers before loading the weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..errors import LiteDiffError
+from ..metrics.size import count_params
+from ..progress import Progress, report
+from ._common import PROTECT_SETS, all_submodules, protected_modules
+from ._io_hooks import IOHook, register_io_hook, require_torch_weights
+from .base import CompressState, Stage, clone_model, option
+
+LAYER_KINDS = ("conv", "linear")
+
+NOTE = ("low-rank factorisation (truncated SVD, not LoRA): fewer parameters and MACs, but the "
+        "outputs change; fine-tune afterwards and measure latency (two thin layers are not "
+        "always faster than one on a CPU)")
+
+
+class LowRankConv2d(nn.Sequential):
+    """A k×k Conv2d in→rank (no bias) followed by a 1×1 Conv2d rank→out (original bias)."""
+
+    def __init__(self, conv: nn.Conv2d, rank: int):
+        if conv.groups != 1:
+            raise LiteDiffError("low-rank: grouped convolutions are not factorised")
+        kw = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+        super().__init__(
+            nn.Conv2d(conv.in_channels, rank, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, bias=False, padding_mode=conv.padding_mode, **kw),
+            nn.Conv2d(rank, conv.out_channels, 1, bias=conv.bias is not None, **kw))
+
+    in_channels = property(lambda self: self[0].in_channels)
+    out_channels = property(lambda self: self[1].out_channels)
+    rank = property(lambda self: self[0].out_channels)
+
+
+class LowRankLinear(nn.Sequential):
+    """A Linear in→rank (no bias) followed by a Linear rank→out (original bias)."""
+
+    def __init__(self, linear: nn.Linear, rank: int):
+        kw = {"device": linear.weight.device, "dtype": linear.weight.dtype}
+        super().__init__(nn.Linear(linear.in_features, rank, bias=False, **kw),
+                         nn.Linear(rank, linear.out_features, bias=linear.bias is not None, **kw))
+
+    in_features = property(lambda self: self[0].in_features)
+    out_features = property(lambda self: self[1].out_features)
+    rank = property(lambda self: self[0].out_features)
+
+
+LOW_RANK_TYPES = (LowRankConv2d, LowRankLinear)
+
+
+def full_rank(layer: nn.Module) -> int:
+    """min(out, in·k·k) of a Conv2d, min(out, in) of a Linear."""
+    w = layer.weight
+    return min(w.shape[0], w[0].numel())
+
+
+def factorised_weight_count(layer: nn.Module, rank: int) -> int:
+    """Weights (bias excluded) of ``layer`` factorised at ``rank``: rank·(in·k² + out)."""
+    w = layer.weight
+    return rank * (w[0].numel() + w.shape[0])
+
+
+@torch.no_grad()
+def factorise(layer: nn.Module, rank: int, weight: Optional[torch.Tensor] = None):
+    """``(LowRankConv2d | LowRankLinear, kept)``: ``layer`` at ``rank`` by truncated SVD of its
+    weight (or of ``weight``, e.g. the masked one); ``kept`` is the fraction of the squared
+    Frobenius norm kept (relative weight error = sqrt(1 − kept))."""
+    w = (layer.weight if weight is None else weight).detach()
+    if not 1 <= rank <= full_rank(layer):
+        raise LiteDiffError(f"low-rank: rank {rank} is outside 1..{full_rank(layer)}")
+    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1).double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    first = (root[:, None] * vh[:rank]).to(w.dtype)      # rank × (in·k·k)
+    second = (u[:, :rank] * root[None, :]).to(w.dtype)   # out × rank
+    if isinstance(layer, nn.Conv2d):
+        new = LowRankConv2d(layer, rank)
+        new[0].weight.copy_(first.reshape(rank, *w.shape[1:]))
+        new[1].weight.copy_(second[:, :, None, None])
+    elif isinstance(layer, nn.Linear):
+        new = LowRankLinear(layer, rank)
+        new[0].weight.copy_(first)
+        new[1].weight.copy_(second)
+    else:
+        raise LiteDiffError(f"low-rank: cannot factorise a {type(layer).__name__}")
+    if layer.bias is not None:
+        new[1].bias.copy_(layer.bias.detach())
+    energy = s.square()
+    kept = float(energy[:rank].sum() / energy.sum()) if float(energy.sum()) > 0 else 1.0
+    return new, kept
+
+
+def low_rank_layers(unet: nn.Module) -> Dict[str, int]:
+    """Name -> rank of every factorised layer of ``unet``."""
+    return {n: m.rank for n, m in unet.named_modules() if isinstance(m, LOW_RANK_TYPES)}
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+class LowRank(Stage):
+    """Replace Conv2d / Linear layers by two smaller ones (truncated SVD); see the module
+    docstring."""
+
+    name = "low-rank"
+
+    @dataclass
+    class Config:
+        factor: float = option(4.0, "rank = full rank / factor (≥ 1) where rank is 0")
+        rank: int = option(0, "explicit rank for every layer (capped at its full rank); "
+                              "0 = use factor")
+        min_params_saving: float = option(0.1, "replace a layer only where it loses at least "
+                                               "this fraction of its weights, in [0, 1)")
+        layers: Tuple[str, ...] = option(LAYER_KINDS, "layer types factorised", LAYER_KINDS)
+        protect: Tuple[str, ...] = option(("time_embedding", "first_last_conv"),
+                                          "modules left as they are", PROTECT_SETS)
+
+    def check(self) -> None:
+        c = self.config
+        if c.factor < 1.0:
+            raise LiteDiffError(f"{self.name}: factor must be at least 1, not {c.factor}")
+        if c.rank < 0:
+            raise LiteDiffError(f"{self.name}: rank must be 0 (use factor) or positive")
+        if not 0.0 <= c.min_params_saving < 1.0:
+            raise LiteDiffError(f"{self.name}: min_params_saving must be in [0, 1), "
+                                f"not {c.min_params_saving}")
+
+    def layer_rank(self, layer: nn.Module) -> int:
+        full = full_rank(layer)
+        if self.config.rank > 0:
+            return min(self.config.rank, full)
+        return max(1, int(full // self.config.factor))
+
+    def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
+        """Factorise a copy of ``state.unet`` and put it in the state."""
+        c, start = self.config, time.perf_counter()
+        require_torch_weights(state.unet, self.name)
+        unet = clone_model(state.unet)
+        params_before = count_params(unet)
+        kinds = tuple({"conv": nn.Conv2d, "linear": nn.Linear}[k] for k in c.layers)
+        skip = all_submodules(protected_modules(unet, c.protect))
+        skip |= all_submodules(m for m in unet.modules() if isinstance(m, LOW_RANK_TYPES))
+        candidates = [(n, m) for n, m in unet.named_modules()
+                      if isinstance(m, kinds) and m not in skip]
+        rows, lost_masks = [], 0
+        for i, (name, layer) in enumerate(candidates):
+            rank = self.layer_rank(layer)
+            dense = layer.weight.numel()
+            after = factorised_weight_count(layer, rank)
+            saving = 1.0 - after / dense
+            if saving <= 0 or saving < c.min_params_saving:
+                continue
+            new, kept = factorise(layer, rank, layer.weight.detach())  # masked weight if any
+            new.train(layer.training)
+            lost_masks += hasattr(layer, "weight_mask")
+            _set_submodule(unet, name, new)
+            rows.append({"name": name, "type": type(layer).__name__,
+                         "shape": list(layer.weight.shape), "rank": rank,
+                         "full_rank": full_rank(layer), "weights_before": dense,
+                         "weights_after": after, "energy_kept": round(kept, 6)})
+            report(progress, i + 1, len(candidates), f"{self.name}: {name} -> rank {rank}")
+        state.unet = unet
+        state.log.append({"stage": self.name, "config": asdict(c), "layers": len(rows),
+                          "params_before": params_before, "params_after": count_params(unet),
+                          "factorised": rows, "seconds": round(time.perf_counter() - start, 3)})
+        if rows:
+            state.note(NOTE)
+        else:
+            state.note(f"{self.name}: no layer saved at least {c.min_params_saving:.0%} of its "
+                       f"weights at this rank; nothing was factorised")
+        if lost_masks:
+            state.note(f"{self.name}: {lost_masks} masked layers were factorised from their "
+                       f"masked weights; their sparsity is gone")
+        return state
+
+
+# ----------------------------------------------------------------------------- saving
+
+def _record(model, folder) -> Optional[dict]:
+    layers = low_rank_layers(model) if isinstance(model, nn.Module) else {}
+    return {"layers": layers} if layers else None
+
+
+def _rebuild(unet, record, folder):
+    for name, rank in record["layers"].items():
+        try:
+            dense = unet.get_submodule(name)
+        except AttributeError:
+            raise LiteDiffError(f"low-rank: the saved model has no layer {name!r}") from None
+        cls = LowRankConv2d if isinstance(dense, nn.Conv2d) else LowRankLinear
+        _set_submodule(unet, name, cls(dense, int(rank)))
+    return unet
+
+
+register_io_hook(IOHook("low-rank", record=_record, rebuild=_rebuild))
