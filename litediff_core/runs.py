@@ -268,7 +268,9 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
                              "n": cons["n"], "setup": f"deterministic DDIM {ev['steps']} steps, "
                              f"same noise (seed {recipe.seed}) for base and compressed"}
     grid(images[:64], nrow=8).save(out / GRID)
-    layers(base.unet, compressed.unet.cpu()).to_csv(out / LAYERS, index=False)
+    from .compress._io_hooks import torch_unet  # the torch UNet inside a runtime wrapper
+
+    layers(base.unet, torch_unet(compressed.unet).cpu()).to_csv(out / LAYERS, index=False)
     return result
 
 

@@ -7,8 +7,9 @@ touches a small share of the work: the stage measures that share (MACs of the co
 layers / all MACs, fvcore) and states it in the notes. ``torch.ao.quantization`` is deprecated
 (its warnings are silenced here); it runs on CPU only.
 
-After the stage, ``metrics.model_bytes`` cannot serialise the packed int8 weights (it says so),
-and ``count_params`` no longer sees the converted weights (they are not parameters any more).
+After the stage, ``metrics.model_bytes`` counts the packed weights as int8 values plus their
+scales, and ``count_params`` / MACs count them as before (quantization changes the storage and
+the arithmetic, not the number of weights or MACs).
 
 Saving (IO hook): the weights are saved dequantized (int8 value × scale, exact in fp32) with
 each layer's scale and zero point in ``pruning_history.json``; loading re-quantizes them to the

@@ -27,8 +27,9 @@ from ..errors import MetricError
 # ----------------------------------------------------------------------------- parameters & bytes
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared parameters counted once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of parameters (shared parameters counted once; dynamically quantized int8 weights
+    count too)."""
+    return sum(p.numel() for p in _float_view(model).parameters())
 
 
 def _effective_parameters(module: nn.Module, recurse: bool = True):
@@ -45,27 +46,45 @@ def _effective_parameters(module: nn.Module, recurse: bool = True):
 
 def count_nonzero(model: nn.Module) -> int:
     """Number of parameters that are not exactly zero (pruning masks applied)."""
-    return sum(int(torch.count_nonzero(t)) for _, t in _effective_parameters(model))
+    return sum(int(torch.count_nonzero(t)) for _, t in _effective_parameters(_float_view(model)))
 
 
 def model_bytes(model: nn.Module) -> int:
     """Size in bytes of the model's state dict serialised as safetensors (its size on disk,
     header included). Tensors sharing memory are stored once, as ``safetensors.torch.save_model``
-    does."""
+    does. Quantized tensors (e.g. PyTorch dynamic int8 Linear weights, kept in packed params)
+    count as their integer values plus their scales and zero points."""
     tensors, seen = {}, set()
-    for name, t in model.state_dict().items():
-        if not isinstance(t, torch.Tensor):
-            raise MetricError(f"cannot measure the size of {type(model).__name__}: state dict entry "
-                              f"{name!r} is a {type(t).__name__}, not a tensor (quantized module?); "
-                              f"export the model and measure the file instead")
+
+    def add(name, t):
+        if t.is_quantized:
+            add(name + ".int", t.int_repr())
+            if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                add(name + ".scale", t.q_per_channel_scales().float())
+                add(name + ".zero_point", t.q_per_channel_zero_points())
+            else:
+                add(name + ".scale", torch.tensor([t.q_scale()], dtype=torch.float32))
+            return
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
         if t.numel() and key in seen:
-            continue
+            return
         seen.add(key)
         tensors[name] = t.detach().cpu().contiguous()
+
+    for name, t in model.state_dict().items():
+        if isinstance(t, torch.Tensor):
+            add(name, t)
+        elif isinstance(t, (tuple, list)) and all(x is None or isinstance(x, torch.Tensor)
+                                                  for x in t):
+            for i, x in enumerate(t):  # packed params: (weight, bias)
+                if x is not None:
+                    add(f"{name}.{i}", x)
+        elif not isinstance(t, torch.dtype):
+            raise MetricError(f"cannot measure the size of {type(model).__name__}: state dict "
+                              f"entry {name!r} is a {type(t).__name__}, not a tensor")
     try:
         return len(safetensors_save(tensors))
-    except Exception as e:  # unsupported dtype (e.g. quantized tensors)
+    except Exception as e:  # unsupported dtype
         raise MetricError(f"cannot serialise {type(model).__name__} as safetensors: {e}") from None
 
 
@@ -127,8 +146,37 @@ def _trace_inputs(model: nn.Module, resolution: Optional[int], sample_shape) -> 
             torch.tensor([500], device=device))
 
 
+def _float_view(model: nn.Module) -> nn.Module:
+    """``model`` itself, or — when it holds dynamically quantized Linear layers, which the JIT
+    tracer cannot follow — a copy with those layers back as float ``nn.Linear`` of the same names
+    and shapes (quantization changes how MACs are computed, not how many there are)."""
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    except ImportError:  # pragma: no cover
+        return model
+    names = [n for n, m in model.named_modules() if isinstance(m, DynamicLinear)]
+    if not names:
+        return model
+    import copy
+
+    view = copy.deepcopy(model)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = view.get_submodule(parent_name) if parent_name else view
+        q = getattr(parent, child)
+        weight, bias = q.weight().dequantize(), q.bias()
+        lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(weight)
+            if bias is not None:
+                lin.bias.copy_(bias)
+        setattr(parent, child, lin)
+    return view
+
+
 def _flop_analysis(model: nn.Module, resolution: Optional[int] = None, sample_shape=None):
     """fvcore analysis of one forward on one image (a UNet gets a timestep too); silenced."""
+    model = _float_view(model)
     with warnings.catch_warnings():  # fvcore's import uses the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -179,6 +227,7 @@ def layer_table(unet: nn.Module, resolution: Optional[int] = None,
     children (e.g. an attention block's Q·Kᵀ and attention·V products), so that every column
     sums exactly to the model's totals.
     """
+    unet = _float_view(unet)
     macs = _by_module(_flop_analysis(unet, resolution, sample_shape))
     rows = []
     for name, module in unet.named_modules():

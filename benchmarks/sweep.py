@@ -1,0 +1,128 @@
+"""The compression sweep on the embedded default: every method at 30/50/70 %, KD, low rank and
+each quantization path, into a run store, then ``benchmarks/results.md``.
+
+    python benchmarks/sweep.py --store cached_results            # what the dashboard ships
+    python benchmarks/sweep.py --store /tmp/runs --n 200 --quick  # a smaller, faster pass
+
+Every figure comes from the run store (``litediff_core.runs``): FID with its bootstrap interval,
+SSIM to the base from the same noise, params, MACs, bytes, CPU latency per step and its ratio to
+the dense model measured in the same run, fine-tune steps and wall time. Runs already in the
+store are reused (same recipe → same key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from litediff_core.errors import LiteDiffError
+from litediff_core.progress import TqdmProgress
+from litediff_core.recipes import Recipe
+from litediff_core.runs import RunStore, run_recipe
+
+
+def recipes(base: str, ft: int, ratios, ev: dict):
+    def r(name, stages):
+        return Recipe(base=base, stages=stages, eval=ev, name=name)
+
+    def ft_stage():
+        return {"stage": "finetune", "config": {"steps": ft}}
+
+    out = [r("dense base", [])]
+    for p in ratios:
+        for imp in ("random", "l1", "taylor", "diff-pruning"):
+            out.append(r(f"structured {imp} {p:.0%} + FT {ft}", [
+                {"stage": "structured-prune", "config": {"ratio": p, "importance": imp}},
+                ft_stage()]))
+        out.append(r(f"structured global l1 {p:.0%} + FT {ft}", [
+            {"stage": "structured-prune", "config": {"ratio": p, "importance": "l1",
+                                                     "global_pruning": True}}, ft_stage()]))
+        for method in ("l1", "global", "random", "tiny-diffusion"):
+            out.append(r(f"unstructured {method} {p:.0%} + FT {ft}", [
+                {"stage": "unstructured-prune", "config": {"ratio": p, "method": method}},
+                ft_stage()]))
+    out.append(r(f"KD(BM, Prune(BM, 30%)) {ft}", [
+        {"stage": "structured-prune", "config": {"ratio": 0.3}},
+        {"stage": "distill", "config": {"steps": ft}}]))
+    for s in (2, 4):
+        out.append(r(f"KD(BM, s={s}) {4 * ft}", [
+            {"stage": "distill", "config": {"steps": 4 * ft, "fresh": True, "scale": s}}]))
+    for factor in (2, 4):
+        out.append(r(f"low-rank /{factor} + FT {ft}", [
+            {"stage": "low-rank", "config": {"factor": factor}}, ft_stage()]))
+    out.append(r(f"LoRA r=2 on Prune 30% (KD) {ft}", [
+        {"stage": "structured-prune", "config": {"ratio": 0.3}},
+        {"stage": "lora", "config": {"r": 2, "steps": ft, "kd_frac": 0.7}}]))
+    out.append(r("dynamic int8 (Linear only)", [{"stage": "quant-dynamic"}]))
+    out.append(r("simulated W8A8", [{"stage": "quant-simulated"}]))
+    out.append(r("simulated W4A8", [{"stage": "quant-simulated", "config": {"weight_bits": 4}}]))
+    out.append(r("ONNX Runtime int8", [{"stage": "quant-onnx-int8"}]))
+    out.append(r(f"ONNX int8 of structured l1 50% + FT {ft}", [
+        {"stage": "structured-prune", "config": {"ratio": 0.5}}, ft_stage(),
+        {"stage": "quant-onnx-int8"}]))
+    return out
+
+
+def fmt(x, spec):
+    return "—" if x is None or x != x else format(x, spec)
+
+
+def write_results(store: RunStore, path: Path, command: str) -> None:
+    t = store.table()
+    t = t[t["status"] == "done"]
+    base_fid = t.loc[t["method"] == "base (dense)", "fid"]
+    lines = [
+        "# Compression sweep on the embedded default model", "",
+        f"Command: `{command}`  ", f"Machine: {platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
+        "FID: classifier features (litediff-fmnist-cnn-v1), not Inception — not comparable to "
+        "papers. Latency: median of one denoising step, batch in the eval setup, CPU; "
+        "speed-up = base latency / run latency, both measured in the same run. Unstructured "
+        "sparsity keeps dense MACs and dense latency.", "",
+        "| run | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
+        "latency ms | speed-up | FT steps | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in t.iterrows():
+        d = (row["fid"] / base_fid.iloc[0] - 1) if len(base_fid) else None
+        lines.append(
+            f"| {row['name']} | {fmt(row['fid'], '.2f')} [{fmt(row['fid_lo'], '.2f')}, "
+            f"{fmt(row['fid_hi'], '.2f')}] | {fmt(d, '+.1%')} | {fmt(row['ssim_to_base'], '.3f')}"
+            f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
+            f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} | "
+            f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", default="cached_results")
+    p.add_argument("--base", default="embedded")
+    p.add_argument("--n", type=int, default=1000, help="evaluation samples per run")
+    p.add_argument("--steps", type=int, default=50, help="evaluation DDIM steps")
+    p.add_argument("--ft", type=int, default=400, help="fine-tune steps (≤ 10%% of the base's)")
+    p.add_argument("--quick", action="store_true", help="only 50%% and fewer methods")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="benchmarks/results.md")
+    args = p.parse_args(argv)
+    ratios = (0.5,) if args.quick else (0.3, 0.5, 0.7)
+    store = RunStore(args.store)
+    ev = {"n": args.n, "steps": args.steps}
+    todo = recipes(args.base, args.ft, ratios, ev)
+    for i, recipe in enumerate(todo):
+        print(f"[{i + 1}/{len(todo)}] {recipe.name}", file=sys.stderr)
+        try:
+            run_recipe(recipe, store, progress=TqdmProgress(recipe.name[:30]), device=args.device)
+        except LiteDiffError as e:
+            print(f"  failed: {e}", file=sys.stderr)
+    write_results(store, Path(args.out), "python benchmarks/sweep.py " + " ".join(argv or sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
