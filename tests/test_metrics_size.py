@@ -111,3 +111,15 @@ def test_macs_scale_with_resolution(tiny_unet):
     assert (large.loc[conv, "macs"] == 4 * small.loc[conv, "macs"]).all()
     attn = small["type"] == "Attention"
     assert (large.loc[attn, "macs"] == 16 * small.loc[attn, "macs"]).all()
+
+
+def test_model_bytes_counts_a_masked_weight_once():
+    import torch.nn as nn
+    import torch.nn.utils.prune as prune
+
+    from litediff_core.metrics.size import model_bytes
+
+    dense = nn.Linear(64, 64)
+    masked = nn.Linear(64, 64)
+    prune.l1_unstructured(masked, "weight", amount=0.5)
+    assert model_bytes(masked) == model_bytes(dense)

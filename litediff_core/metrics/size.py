@@ -71,9 +71,12 @@ def model_bytes(model: nn.Module) -> int:
         seen.add(key)
         tensors[name] = t.detach().cpu().contiguous()
 
-    for name, t in model.state_dict().items():
+    state = model.state_dict()
+    for name, t in state.items():
+        if name.endswith("_mask") and name[:-5] + "_orig" in state:
+            continue  # torch.nn.utils.prune: weight_orig × weight_mask is stored as one weight
         if isinstance(t, torch.Tensor):
-            add(name, t)
+            add(name[:-5] if name.endswith("_orig") and name[:-5] + "_mask" in state else name, t)
         elif isinstance(t, (tuple, list)) and all(x is None or isinstance(x, torch.Tensor)
                                                   for x in t):
             for i, x in enumerate(t):  # packed params: (weight, bias)
