@@ -6,30 +6,20 @@ Thin by design: every number comes from a ``litediff_core`` call; nothing here c
 import streamlit as st
 
 from litediff_core.errors import LiteDiffError
+from pages._shared import load_model, size_of  # shared with the pages (cached per process)
 
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
 
 
-@st.cache_resource(show_spinner="Loading model…")
-def load_model(source: str):
-    """Shared by every session: deep-copy before compressing (never mutate it in place)."""
-    from litediff_core.models import load_base
-
-    return load_base(source)
-
-
-@st.cache_data(show_spinner="Measuring size and MACs…")
-def size_of(source: str) -> dict:
-    from litediff_core.metrics import size_report
-
-    return size_report(load_model(source).unet)
-
-
 @st.cache_data(show_spinner="Measuring latency on this device…")
 def latency_of(source: str, device: str) -> dict:
+    import copy
+
     from litediff_core.metrics import step_latency
 
-    return step_latency(load_model(source).unet, batch_size=16, device=device, repeats=5)
+    # the cached model is shared by every session: time a copy, so moving it to a GPU is local
+    return step_latency(copy.deepcopy(load_model(source).unet), batch_size=16, device=device,
+                        repeats=5)
 
 
 @st.cache_data(show_spinner="Sampling…")
@@ -98,5 +88,10 @@ def home():
                         f" — `{training['command']}`")
 
 
-pg = st.navigation([st.Page(home, title="Home", icon="🏠", default=True)])
+pg = st.navigation([st.Page(home, title="Home", icon="🏠", default=True),
+                    st.Page("pages/compress.py", title="Compress", icon="✂️"),
+                    st.Page("pages/samples.py", title="Samples & samplers", icon="🖼️"),
+                    st.Page("pages/layers.py", title="Layers", icon="🧱"),
+                    st.Page("pages/pareto.py", title="Pareto", icon="📉"),
+                    st.Page("pages/runs.py", title="Runs", icon="🗂️")])
 pg.run()

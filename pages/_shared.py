@@ -1,0 +1,340 @@
+"""What several dashboard pages share: cached model loaders, the job registry, the run stores
+and small table-shaping helpers (no measurement happens here; numbers come from
+``litediff_core``).
+
+Module-level objects hold no session state: caches live in ``st.cache_resource`` /
+``st.cache_data`` (shared by every session of the server), the rest is plain functions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pandas as pd
+import streamlit as st
+
+from litediff_core.runs import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+CACHED_ENV = "LITEDIFF_CACHED_RESULTS"  # tests point it elsewhere; default <repo>/cached_results
+REGENERATE_HINT = ("`python benchmarks/sweep.py --store cached_results` (or run recipes on the "
+                   "Compress page: they land in your own run store)")
+
+# x axes (column → label with unit, scale); quality metrics (column → label, higher is better)
+AXES = {
+    "params": ("Parameters (M)", 1e-6),
+    "bytes": ("Weights on disk (MiB, safetensors)", 1 / 2**20),
+    "macs": ("MACs per image per UNet step (M)", 1e-6),
+    "latency_ms": ("Measured UNet step latency (ms per batch)", 1.0),
+}
+METRICS = {
+    "fid": ("FID (lower is better)", False),
+    "kid": ("KID (lower is better)", False),
+    "ssim_to_base": ("SSIM to the base model's samples (higher is better)", True),
+}
+
+
+# ----------------------------------------------------------------------------- cached loaders
+
+@st.cache_resource(show_spinner="Loading model…")
+def load_model(source: str, stamp: float = 0.0):
+    """Shared by every session: deep-copy before compressing (never mutate it in place).
+    ``stamp`` (e.g. a run folder's mtime) only makes the cache key change with the files."""
+    from litediff_core.models import load_base
+
+    return load_base(source)
+
+
+@st.cache_data(show_spinner="Measuring size and MACs…")
+def size_of(source: str) -> dict:
+    from litediff_core.metrics import size_report
+
+    return size_report(load_model(source).unet)
+
+
+@st.cache_resource
+def job_registry():
+    """The one background-job registry of this server process (shared by all sessions). Runs
+    execute one at a time, so that their latency measurements do not compete for the CPU."""
+    from litediff_core.jobs import JobRegistry
+
+    return JobRegistry(max_running=1)
+
+
+# ----------------------------------------------------------------------------- run stores
+
+def cached_results_dir() -> Path:
+    return Path(os.environ.get(CACHED_ENV) or REPO / "cached_results")
+
+
+def stores() -> List[Tuple[str, RunStore]]:
+    """(label, store): the repository's read-only precomputed runs, then the user's own."""
+    return [("cached", RunStore(cached_results_dir())), ("yours", RunStore())]
+
+
+def user_store() -> RunStore:
+    return RunStore()
+
+
+def _setup_of(metrics: dict, recipe: dict) -> dict:
+    fid, lat = metrics.get("fidelity", {}), metrics.get("latency", {})
+    return {"extractor": fid.get("extractor", ""), "device": lat.get("device", ""),
+            "latency_batch": lat.get("batch_size"), "base": recipe.get("base", ""),
+            "dataset": metrics.get("dataset", recipe.get("dataset") or "")}
+
+
+def runs_table() -> pd.DataFrame:
+    """Every run of every store: ``RunStore.table()`` columns plus store, ref (store:id), path,
+    and the measurement setup (extractor, device, latency_batch, base, dataset)."""
+    frames = []
+    for label, store in stores():
+        t = store.table()
+        if t.empty:
+            continue
+        t.insert(0, "store", label)
+        t.insert(1, "ref", [f"{label}:{i}" for i in t["id"]])
+        t["path"] = [str(store.root / i) for i in t["id"]]
+        setups = []
+        for i in t["id"]:
+            run = store.load(i)
+            setups.append(_setup_of(run["metrics"], run["recipe"]))
+        frames.append(pd.concat([t.reset_index(drop=True), pd.DataFrame(setups)], axis=1))
+    if not frames:
+        from litediff_core.runs import COLUMNS
+
+        return pd.DataFrame(columns=["store", "ref", *COLUMNS, "path", "extractor", "device",
+                                     "latency_batch", "base", "dataset"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def resolve(ref: str) -> Tuple[RunStore, str]:
+    """The store and id of a ``store:id`` reference."""
+    label, _, run_id = ref.partition(":")
+    for name, store in stores():
+        if name == label:
+            return store, run_id
+    raise KeyError(ref)
+
+
+def run_label(row) -> str:
+    return f"{row['name']} · {row['id']} ({row['store']}, {row['status']})"
+
+
+def run_choices(table: pd.DataFrame, need: Optional[str] = None) -> dict:
+    """{ref: label} of the runs in ``table`` whose folder holds ``need`` (a file or folder)."""
+    out = {}
+    for _, row in table.iterrows():
+        if need is None or (Path(row["path"]) / need).exists():
+            out[row["ref"]] = run_label(row)
+    return out
+
+
+def no_cached_results_info(table: pd.DataFrame) -> None:
+    """The honest note shown while the repository ships no precomputed runs."""
+    if not (table["store"] == "cached").any():
+        st.info(f"No cached results yet in `{cached_results_dir()}`; regenerate them with "
+                f"{REGENERATE_HINT}. Only runs from your own store are shown.")
+
+
+# ----------------------------------------------------------------------------- shaping helpers
+
+def pareto_front(df: pd.DataFrame, x: str, y: str, higher_is_better: bool = False) -> pd.Series:
+    """True for the points no other point beats on both ``x`` (lower is better) and ``y``."""
+    mask = pd.Series(False, index=df.index)
+    ok = df[[x, y]].dropna()
+    if ok.empty:
+        return mask
+    sign = -1.0 if higher_is_better else 1.0
+    best = float("inf")
+    for idx, row in ok.assign(_y=sign * ok[y]).sort_values([x, "_y"]).iterrows():
+        if row["_y"] < best:
+            mask[idx] = True
+            best = row["_y"]
+    return mask
+
+
+def block_of(name: str) -> str:
+    """A layer's block: its first two dotted parts (``down_blocks.1.resnets.0.conv1`` →
+    ``down_blocks.1``)."""
+    return ".".join(str(name).split(".")[:2])
+
+
+def block_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """Params and MACs per block, before and after, in the order blocks appear."""
+    cols = ["params_before", "params_after", "macs_before", "macs_after"]
+    df = layers.assign(block=layers["name"].map(block_of))
+    return df.groupby("block", sort=False)[cols].sum(min_count=1).fillna(0).reset_index()
+
+
+def channel_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """Layers with weights: fraction of channels kept and sparsity after compression."""
+    df = layers[layers["params_before"].fillna(0) > 0].copy()
+    df["channels_kept"] = df["channels_after"] / df["channels_before"]
+    df["sparsity"] = df["sparsity_after"]
+    return df[["name", "type", "channels_before", "channels_after", "channels_kept",
+               "sparsity"]].reset_index(drop=True)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """Markdown (pipe) table: pandas' ``to_markdown`` (needs tabulate), else a tiny formatter."""
+    try:
+        return df.to_markdown(index=False)
+    except ImportError:
+        cells = [[("" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+                  .replace("|", "\\|") for v in row] for row in df.itertuples(index=False)]
+        head = [str(c) for c in df.columns]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+
+
+def latex_table(df: pd.DataFrame) -> Optional[str]:
+    """LaTeX tabular (pandas' ``to_latex`` needs jinja2); None when jinja2 is missing."""
+    try:
+        return df.to_latex(index=False, float_format="%.4g", na_rep="--")
+    except ImportError:
+        return None
+
+
+def zip_folder(folder) -> bytes:
+    """A zip archive (in memory) of ``folder``, paths relative to its parent."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(folder.parent))
+    return buf.getvalue()
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def fmt(value, kind: str) -> str:
+    """Human units: params (M), bytes (MiB), macs (M), ms, ratio, plain."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if kind == "params":
+        return f"{value / 1e6:.3f} M"
+    if kind == "bytes":
+        return f"{value / 2**20:.2f} MiB"
+    if kind == "macs":
+        return f"{value / 1e6:.1f} M"
+    if kind == "ms":
+        return f"{value:.1f} ms"
+    if kind == "x":
+        return f"{value:.2f}×"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def reported_points() -> pd.DataFrame:
+    """Numbers the seed papers report (``litediff_core/reported_points.csv``: paper, method,
+    metric, value, params_m, source_note), or an empty frame when the file is absent."""
+    path = REPO / "litediff_core" / "reported_points.csv"
+    cols = ["paper", "method", "metric", "value", "params_m", "source_note"]
+    if not path.exists():
+        return pd.DataFrame(columns=cols)
+    return pd.read_csv(path)
+
+
+def metrics_json(ref: str) -> str:
+    store, run_id = resolve(ref)
+    return json.dumps(store.load(run_id)["metrics"], indent=2, default=str)
+
+
+# ----------------------------------------------------------------------------- model-side helpers
+
+PREVIEWABLE = ("structured-prune", "unstructured-prune", "low-rank")
+
+
+@st.cache_data(show_spinner="Predicting the compressed size…", max_entries=64)
+def predict_size(source: str, stages_json: str) -> dict:
+    """Apply only the structural stages of a recipe (``PREVIEWABLE``) to a deep copy of the
+    cached base, on the CPU, and measure it with ``size_report``: a prediction, made without
+    data (gradient rankings are replaced by L1, which removes the same number of channels per
+    layer unless pruning is global). Training and quantization stages are skipped."""
+    import copy
+
+    from litediff_core.compress import CompressState, make_stage
+    from litediff_core.metrics import size_report
+
+    base = load_model(source)
+    state = CompressState.start(copy.deepcopy(base.unet).cpu(), base.scheduler,
+                                dataset=base.meta.dataset)
+    applied, skipped, notes = [], [], []
+    for spec in json.loads(stages_json):
+        name, cfg = spec["stage"], dict(spec.get("config") or {})
+        if name == "distill" and cfg.get("fresh"):
+            notes.append("a fresh distillation student replaces the model: its size is measured "
+                         "only after the run")
+        if name not in PREVIEWABLE:
+            skipped.append(name)
+            continue
+        if name == "structured-prune" and cfg.get("importance") in ("taylor", "diff-pruning"):
+            notes.append(f"{cfg['importance']} ranking needs data and gradients: predicted with "
+                         f"l1 ranking" + (" (global pruning: channel counts may differ)"
+                                          if cfg.get("global_pruning") else
+                                          " (same channel count per layer)"))
+            cfg["importance"] = "l1"
+        if name == "unstructured-prune" and cfg.get("method") == "tiny-diffusion":
+            notes.append("tiny-diffusion ranking needs gradients: predicted with l1 ranking "
+                         "(same number of zeros per layer)")
+            cfg["method"] = "l1"
+        state = make_stage({"stage": name, "config": cfg}).apply(state)
+        applied.append(name)
+    return {"size": size_report(state.unet), "applied": applied, "skipped": skipped,
+            "notes": notes}
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def sampler_cell(source: str, stamp: float, sampler: str, steps: int, n: int, seed: int,
+                 device: str):
+    """``n`` images of a model with one sampler and step count (same seed → same starting noise
+    for every cell) and the measured wall time of ``generate`` in seconds. Cached by every
+    input; the model is a deep copy of the cached one."""
+    import copy
+    import time
+
+    from litediff_core.samplers import generate
+
+    base = load_model(source, stamp)
+    unet = copy.deepcopy(base.unet).to(device)
+    t0 = time.perf_counter()
+    images = generate(unet, dict(base.scheduler.config), sampler=sampler, steps=steps, n=n,
+                      seed=seed, device=device)
+    return images, time.perf_counter() - t0
+
+
+def model_shape(run_folder) -> str:
+    """C×H×W of a run's saved model (from its UNet config), or "model-sized" if unreadable."""
+    for cfg in (Path(run_folder) / "model" / "unet" / "config.json",
+                Path(run_folder) / "model" / "config.json"):
+        try:
+            c = json.loads(cfg.read_text())
+            size = c["sample_size"]
+            h, w = (size, size) if isinstance(size, int) else size
+            return f"{c['in_channels']}×{h}×{w}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return "model-sized"
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def stamp_of(folder) -> float:
+    """A run folder's modification stamp (its status file), for cache keys."""
+    p = Path(folder) / "status.json"
+    return p.stat().st_mtime if p.exists() else 0.0

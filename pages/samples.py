@@ -1,0 +1,138 @@
+"""Samples & samplers: stored runs' sample grids side by side, and a live sampler × step-count
+comparison of one model from the same seed (same starting noise in every cell)."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from litediff_core.device import DEVICES, resolve_device
+from litediff_core.errors import LiteDiffError
+from litediff_core.samplers import SAMPLERS, grid
+from pages import _shared as ui
+
+
+def stored_samples(table) -> None:
+    st.subheader("Stored runs")
+    done = table[table["status"] == "done"]
+    choices = ui.run_choices(done, need="samples.png")
+    if not choices:
+        st.info("No finished run with samples yet: run a recipe on the Compress page.")
+        return
+    refs = list(choices)
+    picked = st.multiselect("Runs", refs, default=refs[:3], format_func=choices.get,
+                            key="sm_runs")
+    if not picked:
+        return
+    rows = done.set_index("ref")
+    cols = st.columns(min(len(picked), 4))
+    for i, ref in enumerate(picked):
+        row = rows.loc[ref]
+        store, run_id = ui.resolve(ref)
+        recipe = store.load(run_id)["recipe"]
+        ev = recipe.get("eval", {})
+        with cols[i % len(cols)]:
+            st.image(str(Path(row["path"]) / "samples.png"), width="stretch",
+                     caption=f"{row['name']} ({row['store']} `{row['id']}`) — "
+                             f"{min(int(ev.get('n', 64)), 64)} samples, DDIM {ev.get('steps')} "
+                             f"steps, seed {recipe.get('seed')}, {row['device'] or 'device ?'}")
+            st.caption(f"FID {ui.fmt(row['fid'], '')} ({row['eval']}, {row['extractor']} "
+                       f"features) · {ui.fmt(row['params'], 'params')} params")
+
+
+def _parse_steps(text: str):
+    try:
+        steps = sorted({int(s) for s in text.replace(";", ",").split(",") if s.strip()})
+    except ValueError:
+        raise LiteDiffError(f"step counts must be whole numbers separated by commas, "
+                            f"not {text!r}") from None
+    if not steps or steps[0] < 1:
+        raise LiteDiffError("give at least one step count, each at least 1")
+    return steps
+
+
+def sampler_comparison(table) -> None:
+    st.subheader("Sampler comparison")
+    st.caption("Every cell starts from the same noise (same seed); stochastic samplers draw "
+               "their step noise per image from the seed too. Wall time is measured on this "
+               "machine when the cell is first generated (cached afterwards).")
+    models = {"__base__": "A base model (below)"}
+    models.update(ui.run_choices(table[table["status"] == "done"], need="model"))
+    c = st.columns([2, 2])
+    which = c[0].selectbox("Model", list(models), format_func=models.get, key="sm_model")
+    base_source = c[1].text_input("Base model", "embedded", key="sm_base",
+                                  disabled=which != "__base__",
+                                  help="embedded, a local diffusers folder, or a hub id")
+    c = st.columns([3, 2, 1, 1, 1])
+    samplers = c[0].multiselect("Samplers", list(SAMPLERS), default=list(SAMPLERS),
+                                key="sm_samplers")
+    steps_text = c[1].text_input("Step counts", "10, 25", key="sm_steps",
+                                 help="comma-separated, e.g. 5, 10, 25")
+    n = int(c[2].number_input("Images", 1, 64, 8, key="sm_n"))
+    seed = int(c[3].number_input("Seed", 0, 2**31 - 1, 0, key="sm_seed"))
+    device_choice = c[4].selectbox("Device", DEVICES, key="sm_device")
+    if st.button("Generate", key="sm_go", type="primary"):
+        st.session_state["sm_request"] = {"which": which, "base": base_source,
+                                          "samplers": list(samplers), "steps": steps_text,
+                                          "n": n, "seed": seed, "device": device_choice}
+    request = st.session_state.get("sm_request")
+    if request:
+        show_comparison(request)
+
+
+def show_comparison(req: dict) -> None:
+    try:
+        steps = _parse_steps(req["steps"])
+        device = resolve_device(req["device"])
+        if not req["samplers"]:
+            raise LiteDiffError("pick at least one sampler")
+        if req["which"] == "__base__":
+            source, stamp, label = req["base"], 0.0, f"base `{req['base']}`"
+        else:
+            store, run_id = ui.resolve(req["which"])
+            folder = store.root / run_id
+            source, stamp, label = str(folder / "model"), ui.stamp_of(folder), f"run `{run_id}`"
+        ui.load_model(source, stamp)
+        cells = {}
+        bar = st.progress(0.0, text="Sampling…")
+        total = len(req["samplers"]) * len(steps)
+        for i, sampler in enumerate(req["samplers"]):
+            for j, k in enumerate(steps):
+                cells[sampler, k] = ui.sampler_cell(source, stamp, sampler, k, req["n"],
+                                                    req["seed"], device)
+                bar.progress((i * len(steps) + j + 1) / total,
+                             text=f"Sampling… {sampler}, {k} steps")
+        bar.empty()
+    except LiteDiffError as e:
+        st.error(str(e))
+        return
+    except KeyError:
+        st.error("That run is no longer in the store.")
+        return
+    setup = f"{label}, {req['n']} images per cell, seed {req['seed']}, {device}"
+    st.markdown(f"**{setup}** — rows: samplers, columns: steps")
+    for sampler in req["samplers"]:
+        cols = st.columns(len(steps))
+        for col, k in zip(cols, steps):
+            images, seconds = cells[sampler, k]
+            col.image(grid(images, nrow=min(req["n"], 8)), width="stretch",
+                      caption=f"{sampler}, {k} steps — {seconds:.2f} s wall "
+                              f"({seconds / req['n'] * 1000:.0f} ms/image)")
+    import torch
+
+    order = [(s, k) for s in req["samplers"] for k in steps]
+    sheet = grid(torch.cat([cells[key][0] for key in order]), nrow=req["n"])
+    st.download_button("Download PNG (one row per cell)", ui.png_bytes(sheet),
+                       "sampler-comparison.png", "image/png", key="sm_dl")
+    st.caption("Rows of the PNG, top to bottom: " + "; ".join(
+        f"{s} {k} steps ({cells[s, k][1]:.2f} s)" for s, k in order) + f". Setup: {setup}.")
+
+
+def main() -> None:
+    st.title("Samples & samplers")
+    table = ui.runs_table()
+    ui.no_cached_results_info(table)
+    stored_samples(table)
+    sampler_comparison(table)
+
+
+main()

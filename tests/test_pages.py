@@ -1,0 +1,409 @@
+"""The dashboard pages (AppTest): each renders with an empty store and with two tiny real runs,
+its widgets change what is shown, and a recipe runs (and cancels) through the job registry.
+
+Tiny on purpose: a 28×28 UNet of ~0.2 M params, eval n=16 with 2 DDIM steps."""
+
+import json
+import shutil
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from streamlit.testing.v1 import AppTest
+
+from litediff_core.compress import STAGES, describe_stage
+from litediff_core.data import DEBIAN_FASHION_MNIST
+from litediff_core.models import save_model
+from litediff_core.models.embedded import ddpm_scheduler_config
+from litediff_core.recipes import Recipe
+from litediff_core.runs import RunStore, run_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `pages._shared` lives next to app.py
+    sys.path.insert(0, str(REPO))
+
+APP = REPO / "app.py"
+PAGES = ["compress", "samples", "layers", "pareto", "runs"]
+TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
+              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+              norm_num_groups=4)
+EVAL = {"n": 16, "steps": 2, "latency_batch": 2}
+
+pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
+                                reason="dataset-fashion-mnist not installed")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny base model and a store with two real runs (structured; unstructured + fine-tune)."""
+    root = tmp_path_factory.mktemp("pages")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LITEDIFF_CACHE", str(root / "cache"))
+        torch.manual_seed(0)
+        base = str(save_model(UNet2DModel(**TINY28).eval(),
+                              DDPMScheduler(**ddpm_scheduler_config()), root / "base",
+                              {"dataset": "fashion-mnist"}))
+        store = RunStore(root / "runs")
+        a = run_recipe(Recipe(base=base, eval=EVAL, name="pruned by half", stages=[
+            {"stage": "structured-prune", "config": {"ratio": 0.5, "importance": "l1"}}]),
+            store, device="cpu")
+        b = run_recipe(Recipe(base=base, eval=EVAL, name="sparse then tuned", stages=[
+            {"stage": "unstructured-prune", "config": {"ratio": 0.5}},
+            {"stage": "finetune", "config": {"steps": 2, "batch_size": 8}}]),
+            store, device="cpu")
+    return SimpleNamespace(base=base, store=root / "runs", ids=[a.name, b.name])
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Empty stores: the user store and the repository's cached results both point to tmp."""
+    cached, runs = tmp_path / "cached", tmp_path / "runs"
+    cached.mkdir()
+    monkeypatch.setenv("LITEDIFF_CACHED_RESULTS", str(cached))
+    monkeypatch.setenv("LITEDIFF_RUNS", str(runs))
+    return SimpleNamespace(cached=cached, runs=runs)
+
+
+@pytest.fixture
+def with_runs(tiny, env, monkeypatch):
+    """The two tiny runs as the user store (read only: tests that change it copy it)."""
+    monkeypatch.setenv("LITEDIFF_RUNS", str(tiny.store))
+    return tiny
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.switch_page(f"pages/{name}.py")
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def infos(at):
+    return " ".join(i.value for i in at.info)
+
+
+def figures(at):
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def rows(at, index=0) -> int:
+    return len(at.dataframe[index].value)
+
+
+def wait_for(job_id: str, timeout: float = 120) -> dict:
+    from pages._shared import job_registry
+
+    return job_registry().wait(job_id, timeout)
+
+
+# ----------------------------------------------------------------------------- every page
+
+def test_every_page_renders_with_an_empty_store(env):
+    for name in PAGES:
+        at = ok(page(name))
+        assert at.title[0].value
+        if name != "compress":
+            assert "No cached results yet" in infos(at)
+            assert "regenerate" in infos(at)
+            assert not at.get("plotly_chart") and not at.get("image")
+    assert not env.runs.exists() or not any(env.runs.iterdir())
+
+
+def test_every_page_renders_with_two_runs(with_runs):
+    at = ok(page("samples"))
+    assert len(at.get("image")) == 2  # both runs' samples.png side by side
+    assert "DDIM 2 steps" in at.get("image")[0].proto.imgs[0].caption
+    at = ok(page("layers"))
+    assert len(at.get("plotly_chart")) == 3  # heatmap, per block, A vs B
+    at = ok(page("pareto"))
+    names = {t.get("name") for t in figures(at)[0]["data"]}
+    assert {"structured-prune(l1, 0.5)", "unstructured-prune(l1, 0.5) → finetune(2)",
+            "Pareto frontier"} <= names
+    at = ok(page("runs"))
+    assert rows(at) == 2
+    ok(page("compress"))
+
+
+# ----------------------------------------------------------------------------- Pareto
+
+def test_pareto_selects_change_the_figure_and_a_click_shows_the_run(with_runs):
+    at = ok(page("pareto"))
+    fig = figures(at)[0]
+    assert fig["layout"]["xaxis"]["title"]["text"] == "Parameters (M)"
+    assert "FID" in fig["layout"]["yaxis"]["title"]["text"]
+    assert "16 samples, ddim 2 steps" in fig["layout"]["title"]["text"]  # setup on the figure
+    assert any(t.get("error_y", {}).get("arrayminus") for t in fig["data"])  # FID interval
+    at.selectbox(key="pa_x").select("macs").run()
+    assert figures(ok(at))[0]["layout"]["xaxis"]["title"]["text"].startswith("MACs per image")
+    at.selectbox(key="pa_y").select("ssim_to_base").run()
+    fig = figures(ok(at))[0]
+    assert "SSIM" in fig["layout"]["yaxis"]["title"]["text"]
+    assert not any(t.get("error_y") for t in fig["data"])
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert "Download points (CSV)" in labels and len(labels) == 2
+    # a selected point shows that run and points to the Layers page
+    ref = f"yours:{with_runs.ids[0]}"
+    at.session_state["pa_chart"] = {"selection": {"points": [{"customdata": [ref]}]}}
+    at.run()
+    assert ok(at).subheader[0].value == "Selected: pruned by half"
+    assert len(at.get("image")) == 1 and at.session_state["layers_focus"] == ref
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    import pandas as pd
+
+    from pages._shared import pareto_front
+
+    df = pd.DataFrame({"x": [1, 2, 3, 4, 2], "y": [10, 5, 6, 1, 7]})
+    assert list(pareto_front(df, "x", "y")) == [True, True, False, True, False]
+    assert list(pareto_front(df, "x", "y", higher_is_better=True)) == [True, False, False,
+                                                                         False, False]
+
+
+# ----------------------------------------------------------------------------- Runs
+
+def test_runs_filter_sort_compare_and_export(with_runs):
+    at = ok(page("runs"))
+    assert rows(at) == 2
+    at.text_input(key="rn_filter").input("sparse").run()
+    assert rows(ok(at)) == 1 and at.dataframe[0].value["name"].iloc[0] == "sparse then tuned"
+    at.text_input(key="rn_filter").input("no such run").run()
+    assert rows(ok(at)) == 0
+    at.text_input(key="rn_filter").input("").run()
+    at.selectbox(key="rn_sort").select("params").run()
+    at.toggle(key="rn_asc").set_value(True).run()
+    shown = ok(at).dataframe[0].value
+    assert list(shown["params"]) == sorted(shown["params"])
+    compare = at.dataframe[1].value.set_index("metric")
+    assert compare.loc["params", "B − A"]
+    assert compare.loc["eval", "A"] == "16 samples, ddim 2 steps"
+    labels = {d.proto.label for d in at.get("download_button")}
+    assert {"CSV", "Markdown", "LaTeX"} <= labels
+    assert any(label.startswith("Download model/ as zip") for label in labels)
+
+
+def test_markdown_latex_and_zip_helpers(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from pages import _shared as ui
+
+    df = pd.DataFrame({"name": ["a|b", "c"], "fid": [1.23456, None]})
+    assert ui.markdown_table(df).splitlines()[0].startswith("| name")
+    monkeypatch.setattr(pd.DataFrame, "to_markdown",
+                        lambda self, **kw: (_ for _ in ()).throw(ImportError("tabulate")))
+    fallback = ui.markdown_table(df).splitlines()
+    assert fallback[0] == "| name | fid |" and fallback[2] == "| a\\|b | 1.235 |"
+    assert "\\begin{tabular}" in ui.latex_table(df)
+    (tmp_path / "model" / "unet").mkdir(parents=True)
+    (tmp_path / "model" / "unet" / "config.json").write_text("{}")
+    names = zipfile.ZipFile(__import__("io").BytesIO(ui.zip_folder(tmp_path / "model"))).namelist()
+    assert names == ["model/unet/config.json"]
+
+
+def test_runs_delete_asks_first_and_cached_runs_are_read_only(tiny, env):
+    shutil.copytree(tiny.store, env.runs)
+    shutil.copytree(tiny.store / tiny.ids[1], env.cached / tiny.ids[1])
+    at = ok(page("runs"))
+    assert rows(at) == 3 and "No cached results" not in infos(at)
+    own = at.selectbox(key="rn_del_pick")
+    assert all(o.endswith("(yours, done)") for o in own.options) and len(own.options) == 2
+    own.select(f"yours:{tiny.ids[0]}").run()
+    at.button(key="rn_del").click().run()
+    assert "for good" in ok(at).warning[0].value
+    assert (env.runs / tiny.ids[0]).exists()
+    at.button(key="rn_del_no").click().run()
+    assert (env.runs / tiny.ids[0]).exists() and not ok(at).warning
+    at.button(key="rn_del").click().run()
+    at.button(key="rn_del_yes").click().run()
+    assert not (env.runs / tiny.ids[0]).exists()
+    assert (env.runs / tiny.ids[1]).exists() and (env.cached / tiny.ids[1]).exists()
+    assert f"Deleted run {tiny.ids[0]}" in ok(at).success[0].value
+    assert rows(at) == 2
+
+
+# ----------------------------------------------------------------------------- Layers
+
+def test_layers_heatmap_blocks_and_difference(with_runs):
+    at = ok(page("layers"))
+    heat, blocks, diff = figures(at)
+    assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["z"]) == 2
+    assert "1×28×28 image per UNet step" in heat["layout"]["title"]["text"]
+    kept = [v for v in heat["data"][0]["z"][0] if v is not None]
+    assert kept and min(kept) < 1.0  # the structured run removed channels
+    assert {t["name"] for t in blocks["data"]} == {"before", "after"}
+    assert "down_blocks.0" in blocks["data"][0]["x"]
+    assert "layers differ" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="ly_run").select(f"yours:{with_runs.ids[1]}").run()
+    heat = figures(ok(at))[0]
+    sparsity = [v for v in heat["data"][0]["z"][1] if v is not None]
+    assert max(sparsity) > 0.3  # the unstructured run zeroed weights
+
+
+# ----------------------------------------------------------------------------- Samples
+
+def test_samples_sampler_grid_is_timed_and_downloadable(with_runs):
+    at = ok(page("samples"))
+    at.text_input(key="sm_base").input(with_runs.base)
+    at.multiselect(key="sm_samplers").set_value(["ddim", "dpm-solver++"])
+    at.text_input(key="sm_steps").input("1, 2")
+    at.number_input(key="sm_n").set_value(2)
+    at.button(key="sm_go").click().run()
+    ok(at)
+    cells = at.get("image")[2:]
+    assert len(at.get("image")) == 2 + 4
+    captions = " ".join(i.caption for c in cells for i in c.proto.imgs)
+    assert "ddim, 1 steps" in captions and "dpm-solver++, 2 steps" in captions
+    assert captions.count("s wall") == 4
+    assert [d.proto.label for d in at.get("download_button")] == [
+        "Download PNG (one row per cell)"]
+    # a stored run's model, and bad input that leaves the page up
+    at.selectbox(key="sm_model").select(f"yours:{with_runs.ids[0]}")
+    at.multiselect(key="sm_samplers").set_value(["ddim"])
+    at.text_input(key="sm_steps").input("2")
+    at.button(key="sm_go").click().run()
+    assert len(ok(at).get("image")) == 2 + 1 and not at.error
+    at.text_input(key="sm_steps").input("two")
+    at.button(key="sm_go").click().run()
+    assert "whole numbers" in ok(at).error[0].value
+
+
+# ----------------------------------------------------------------------------- Compress
+
+def test_compress_widgets_come_from_describe_stage(tiny, env):
+    at = ok(page("compress"))
+    at.text_input(key="cp_base").input(tiny.base).run()
+    for name in STAGES:
+        at.selectbox(key="cp_add_choice").select(name)
+        at.button(key="cp_add").click().run()
+    ok(at)
+    specs = at.session_state["cp_stages"]
+    assert [s["stage"] for s in specs] == list(STAGES)
+    kinds = {"slider": at.slider, "number_input": at.number_input, "checkbox": at.checkbox,
+             "selectbox": at.selectbox, "multiselect": at.multiselect}
+    for spec in specs:
+        for opt in describe_stage(spec["stage"]):
+            key = f"cp_{spec['uid']}_{opt['name']}"
+            if opt["type"] == "bool":
+                kind = "checkbox"
+            elif opt["type"] == "list[str]":
+                kind = "multiselect"
+            elif opt["choices"]:
+                kind = "selectbox"
+            elif opt["name"] in ("ratio", "kd_frac") and opt["default"] < 1:
+                kind = "slider"
+            else:
+                kind = None
+            if kind is None:
+                widget = next(w for k in ("slider", "number_input", "text_input")
+                              for w in getattr(at, k) if w.key == key)
+            else:
+                widget = kinds[kind](key=key)
+            if opt["choices"] and kind in ("selectbox", "multiselect"):
+                assert list(widget.options) == opt["choices"]
+            assert widget.value == (opt["default"] if kind != "multiselect"
+                                    else list(opt["default"]))
+    # remove and reorder
+    first, second = specs[0]["uid"], specs[1]["uid"]
+    at.button(key=f"cp_down_{first}").click().run()
+    assert [s["uid"] for s in at.session_state["cp_stages"][:2]] == [second, first]
+    at.button(key=f"cp_rm_{first}").click().run()
+    assert first not in [s["uid"] for s in ok(at).session_state["cp_stages"]]
+    at.button(key="cp_clear").click().run()
+    assert ok(at).session_state["cp_stages"] == []
+
+
+def test_compress_preset_prediction_and_bad_inputs(tiny, env, tmp_path):
+    at = ok(page("compress"))
+    at.text_input(key="cp_base").input(tiny.base).run()
+    at.button(key="cp_preset_litediffusion-prune-ft").click().run()
+    assert [s["stage"] for s in ok(at).session_state["cp_stages"]] == ["structured-prune",
+                                                                       "finetune"]
+    assert at.text_input(key="cp_name").value.startswith("litediffusion-prune-ft")
+    predicted = {m.label: m for m in at.metric}
+    assert "Predicted parameters" in predicted and "vs base" in predicted[
+        "Predicted parameters"].delta
+    assert any("predicted" in c.value.lower() for c in at.caption)
+    uid = at.session_state["cp_stages"][0]["uid"]
+    at.slider(key=f"cp_{uid}_ratio").set_value(0.95).run()
+    assert "would remove all" in ok(at).error[0].value  # no channels left: explained
+    # the form survives a visit to another page
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/compress.py").run()
+    assert ok(at).text_input(key="cp_base").value == tiny.base
+    assert at.slider(key=f"cp_{uid}_ratio").value == 0.95
+    for bad, words in (("no/such-model-offline", "local folder"),
+                       (str(tmp_path), "not a diffusers UNet folder")):
+        at.text_input(key="cp_base").input(bad).run()
+        assert words in ok(at).error[0].value
+        assert at.button(key="cp_run").disabled
+
+
+def _tiny_compress_page(tiny, stages):
+    at = ok(page("compress"))
+    at.text_input(key="cp_base").input(tiny.base)
+    at.selectbox(key="cp_device").select("cpu")
+    at.number_input(key="cp_n").set_value(EVAL["n"])
+    at.number_input(key="cp_steps").set_value(EVAL["steps"])
+    at.number_input(key="cp_lat_batch").set_value(EVAL["latency_batch"]).run()
+    for stage, config in stages:
+        at.selectbox(key="cp_add_choice").select(stage)
+        at.button(key="cp_add").click().run()
+        uid = at.session_state["cp_stages"][-1]["uid"]
+        for option, value in config.items():
+            widget = next(w for k in ("slider", "number_input", "selectbox")
+                          for w in getattr(at, k) if w.key == f"cp_{uid}_{option}")
+            widget.set_value(value).run()
+    return ok(at)
+
+
+def test_compress_runs_a_recipe_as_a_background_job(tiny, env):
+    at = _tiny_compress_page(tiny, [("structured-prune", {"ratio": 0.5})])
+    at.button(key="cp_run").click().run()
+    job_id = at.session_state["cp_job"]
+    assert ok(at).get("progress")  # the live panel
+    snap = wait_for(job_id)
+    assert snap["state"] == "done", snap["error"]
+    at.run()  # run_every never fires in AppTest: rerun by hand
+    assert "Done in" in ok(at).success[0].value
+    shown = {m.label: m.value for m in at.metric}
+    table = RunStore(env.runs).table()
+    assert list(table["status"]) == ["done"]
+    assert shown["Parameters"] == f"{table.loc[0, 'params'] / 1e6:.3f} M"
+    assert len(at.get("image")) == 1
+    runs = ok(page("runs"))
+    assert rows(runs) == 1 and runs.dataframe[0].value["id"].iloc[0] == table.loc[0, "id"]
+
+
+def test_compress_cancel_stops_the_job_and_keeps_the_store_consistent(tiny, env):
+    from pages._shared import job_registry
+
+    at = _tiny_compress_page(tiny, [("finetune", {"steps": 100_000, "batch_size": 4})])
+    at.button(key="cp_run").click().run()
+    job_id = at.session_state["cp_job"]
+    try:
+        deadline = time.time() + 120
+        while not job_registry().snapshot(job_id)["losses"] and time.time() < deadline:
+            time.sleep(0.1)
+        at.run()
+        ok(at)
+        assert at.get("vega_lite_chart")  # the live loss curve
+        assert any("ETA" in c.value for c in at.caption)
+        at.button(key=f"cp_cancel_{job_id}").click().run()
+        assert wait_for(job_id, 60)["state"] == "cancelled"
+    finally:
+        job_registry().cancel(job_id)
+    at.run()
+    assert "Cancelled" in ok(at).warning[0].value
+    table = RunStore(env.runs).table()
+    assert list(table["status"]) == ["failed"] and table.loc[0, "error"].startswith("Cancelled")
