@@ -28,6 +28,7 @@ import torch
 
 from . import __version__
 from .errors import LiteDiffError
+from .fileio import replace_dir
 from .progress import Progress, report
 from .recipes import Recipe
 
@@ -177,11 +178,7 @@ def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = N
         error = None
     _write_json(tmp / STATUS, {**status, "started": started, "finished": time.time(),
                                "litediff_version": __version__})
-    old = store.root / f".old-{final.name}-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
     if error is not None:
         raise error
     return final

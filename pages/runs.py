@@ -148,7 +148,7 @@ def download_section(table: pd.DataFrame) -> None:
     st.download_button(f"Download model/ as zip ({size / 2**20:.1f} MiB before compression)",
                        lambda: ui.zip_folder(folder), f"litediff-{run_id}-model.zip",
                        "application/zip", key="rn_zip")
-    st.caption(f"Load it again with `litediff` / `load_base('<unzipped>/model')`.")
+    st.caption("Load it again with `litediff` / `load_base('<unzipped>/model')`.")
 
 
 def running_jobs() -> None:

@@ -6,7 +6,6 @@ Tiny on purpose: a 28×28 UNet of ~0.2 M params, eval n=16 with 2 DDIM steps."""
 import json
 import shutil
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path

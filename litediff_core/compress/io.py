@@ -16,13 +16,13 @@ patched, then the safetensors weights loaded strictly and the masks re-applied.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Tuple
 
 import torch
 
+from ..fileio import replace_dir
 from ..errors import ModelSourceError
 from ..models.io import META_FILE, save_model
 from ._io_hooks import finish_extras, rebuild_extras, save_extras, torch_unet
@@ -61,12 +61,7 @@ def save_compressed(state, folder, meta: dict) -> Path:
     if mask_dict:
         save_file({k: v.to(torch.uint8).contiguous() for k, v in mask_dict.items()},
                   str(staging / MASKS_FILE))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, folder)
     return folder
 
 

@@ -13,10 +13,10 @@ Writes go to a temporary folder renamed into place, so a reader never sees half 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from ..fileio import replace_dir
 from .. import __version__
 
 META_FILE = "litediff.json"
@@ -32,10 +32,5 @@ def save_model(unet, scheduler, folder, meta: dict) -> Path:
                                                                  safe_serialization=True)
     (tmp / META_FILE).write_text(json.dumps({**meta, "litediff_version": __version__},
                                             indent=2, ensure_ascii=False))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, folder)
     return folder

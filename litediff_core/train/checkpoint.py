@@ -8,13 +8,14 @@ temporary folder and renamed, so an interrupted save never leaves a half-written
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..fileio import replace_dir
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], list]:
@@ -52,12 +53,7 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optimizer_param_groups": groups},
                                                indent=2))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
