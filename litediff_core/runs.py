@@ -245,8 +245,12 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
     from .models import load_base
     from .samplers import generate, grid
 
+    from .compress.quant_onnx import OnnxUNet
+
     compressed = load_base(str(model_dir))
     compressed.meta.dataset = base.meta.dataset
+    if isinstance(compressed.unet, OnnxUNet):
+        device = "cpu"  # our ONNX Runtime sessions run on the CPU; the base is timed there too
     ev = recipe.eval
     cfg = EvalConfig(n=ev["n"], sampler=ev["sampler"], steps=ev["steps"], seed=recipe.seed,
                      device=device, latency_batch=ev["latency_batch"])
