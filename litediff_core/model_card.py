@@ -44,6 +44,7 @@ def render_card(meta: dict, result: dict) -> str:
         f"- hardware: {hw.get('device', '?')}, {hw.get('cpu_count', '?')} cores "
         f"({hw.get('machine', '?')}), torch {hw.get('torch', '?')}",
         f"- data: {meta.get('dataset')} train split ({train.get('data_source', '?')})",
+        *([f"- notes: {train['notes']}"] if train.get("notes") else []),
         "",
         "## Measured quality and speed",
         f"- {fid['label']}",
