@@ -87,3 +87,16 @@ def draw_noise(generator: Generators, like: torch.Tensor) -> torch.Tensor:
     else:
         noise = torch.randn(like.shape, generator=generator, dtype=torch.float32)
     return noise.to(device=like.device, dtype=like.dtype)
+
+
+class SchedulerSampler:
+    """Shared by the samplers that wrap one diffusers scheduler (``self.scheduler``, with
+    ``self.num_train_timesteps`` set by the subclass)."""
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    def set_timesteps(self, steps: int) -> None:
+        """Set the sampling timesteps; resets the scheduler's per-run state (once per batch)."""
+        self.scheduler.set_timesteps(check_steps(steps, self.num_train_timesteps))

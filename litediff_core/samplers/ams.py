@@ -68,13 +68,13 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from ..errors import LiteDiffError
-from ._common import (check_spacing, check_steps, clip_setting, clip_text, draw_noise,
+from ._common import (SchedulerSampler, check_spacing, clip_setting, clip_text, draw_noise,
                       scheduler_kwargs)
 
 BASES = ("ddim", "ddpm")
 
 
-class AMSSampler:
+class AMSSampler(SchedulerSampler):
     """Adaptive momentum sampler on a DDIM (``eta``) or DDPM base update; see the module doc."""
 
     name = "ams"
@@ -105,13 +105,9 @@ class AMSSampler:
         self.stochastic = base == "ddpm" or float(eta) > 0
         self._reset(np.zeros(0))
 
-    @property
-    def timesteps(self) -> torch.Tensor:
-        return self.scheduler.timesteps
-
     def set_timesteps(self, steps: int) -> None:
         """Sets the timesteps and the momentum schedule, and resets m and v (once per batch)."""
-        self.scheduler.set_timesteps(check_steps(steps, self.num_train_timesteps))
+        super().set_timesteps(steps)
         k = len(self.scheduler.timesteps)
         lam = np.linspace(self.config["lam_max"], self.config["lam_min"], k) if k > 1 else \
             np.array([self.config["lam_min"]])

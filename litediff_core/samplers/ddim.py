@@ -15,11 +15,11 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..errors import LiteDiffError
-from ._common import (check_spacing, check_steps, clip_setting, clip_text, draw_noise,
+from ._common import (SchedulerSampler, check_spacing, clip_setting, clip_text, draw_noise,
                       scheduler_kwargs)
 
 
-class DDIMSampler:
+class DDIMSampler(SchedulerSampler):
     """DDIM; deterministic for ``eta=0``, stochastic for ``0 < eta <= 1``."""
 
     name = "ddim"
@@ -37,13 +37,6 @@ class DDIMSampler:
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self.eta = float(eta)
         self.stochastic = self.eta > 0
-
-    @property
-    def timesteps(self) -> torch.Tensor:
-        return self.scheduler.timesteps
-
-    def set_timesteps(self, steps: int) -> None:
-        self.scheduler.set_timesteps(check_steps(steps, self.num_train_timesteps))
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator=None) -> torch.Tensor:

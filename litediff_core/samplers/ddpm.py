@@ -12,10 +12,10 @@ from typing import Optional
 import torch
 from diffusers import DDPMScheduler
 
-from ._common import check_spacing, check_steps, clip_setting, clip_text, scheduler_kwargs
+from ._common import SchedulerSampler, check_spacing, clip_setting, clip_text, scheduler_kwargs
 
 
-class DDPMSampler:
+class DDPMSampler(SchedulerSampler):
     """Ancestral DDPM sampling; stochastic (fresh noise at every step but the last)."""
 
     name = "ddpm"
@@ -29,13 +29,6 @@ class DDPMSampler:
             clip_sample_range=clip_range))
         self.num_train_timesteps = self.scheduler.config.num_train_timesteps
         self.stochastic = True
-
-    @property
-    def timesteps(self) -> torch.Tensor:
-        return self.scheduler.timesteps
-
-    def set_timesteps(self, steps: int) -> None:
-        self.scheduler.set_timesteps(check_steps(steps, self.num_train_timesteps))
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator=None) -> torch.Tensor:

@@ -17,10 +17,10 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from ..errors import LiteDiffError
-from ._common import check_spacing, check_steps, clip_setting, clip_text, scheduler_kwargs
+from ._common import SchedulerSampler, check_spacing, clip_setting, clip_text, scheduler_kwargs
 
 
-class DPMSolverPPSampler:
+class DPMSolverPPSampler(SchedulerSampler):
     """DPM-Solver++ multistep of order ``order`` (1-3, default 2); deterministic."""
 
     name = "dpm-solver++"
@@ -47,14 +47,6 @@ class DPMSolverPPSampler:
         self.stochastic = False
         self._clipping = clip_text(clip, 1.0, thresholding)
         self._clip_by_thresholding = bool(overrides)
-
-    @property
-    def timesteps(self) -> torch.Tensor:
-        return self.scheduler.timesteps
-
-    def set_timesteps(self, steps: int) -> None:
-        """Also resets the multistep history (call once per batch)."""
-        self.scheduler.set_timesteps(check_steps(steps, self.num_train_timesteps))
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator=None) -> torch.Tensor:
