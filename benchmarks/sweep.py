@@ -85,7 +85,7 @@ def write_results(store: RunStore, path: Path, command: str) -> None:
         "speed-up = base latency / run latency, both measured in the same run. Unstructured "
         "sparsity keeps dense MACs and dense latency.", "",
         "| run | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
-        "latency ms | speed-up | FT steps | wall s |",
+        "latency ms | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in t.iterrows():
