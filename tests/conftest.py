@@ -26,6 +26,18 @@ def tiny_unet():
 
 
 @pytest.fixture
+def two_group_unet():
+    """tiny_unet with 2 GroupNorm groups: 4 channels per group, so it can be pruned twice."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+                       norm_num_groups=2).eval()
+
+
+@pytest.fixture
 def ddpm_scheduler():
     from diffusers import DDPMScheduler
 

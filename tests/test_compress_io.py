@@ -15,18 +15,6 @@ def outputs(unet, shape, seed=0):
         return unet(x, torch.tensor([0, 250, 999])).sample
 
 
-def two_group_unet():
-    """tiny_unet with 2 GroupNorm groups: 4 channels per group, so it can be pruned twice."""
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
-                       block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-                       norm_num_groups=2).eval()
-
-
 def round_trip(state, folder):
     save_compressed(state, folder, {"dataset": "test", "source": "unit test"})
     return load_compressed(folder)
@@ -67,8 +55,8 @@ def test_embedded_architecture_round_trip(ddpm_scheduler, tmp_path, ratio):
             assert a.to_q.out_features < 128
 
 
-def test_two_structured_stages_and_masks_round_trip(ddpm_scheduler, tmp_path):
-    state = CompressState.start(two_group_unet(), ddpm_scheduler)
+def test_two_structured_stages_and_masks_round_trip(two_group_unet, ddpm_scheduler, tmp_path):
+    state = CompressState.start(two_group_unet, ddpm_scheduler)
     StructuredPrune(ratio=0.25, protect=()).apply(state)
     StructuredPrune(ratio=0.25, importance="random", global_pruning=True).apply(state)
     UnstructuredPrune(ratio=0.5).apply(state)

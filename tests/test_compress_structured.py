@@ -38,18 +38,6 @@ def shapes(module):
 FAST = dict(batches=2, batch_size=8, timesteps=10)
 
 
-def two_group_unet():
-    """tiny_unet with 2 GroupNorm groups: 4 channels per group, so it can be pruned twice."""
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
-                       block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-                       norm_num_groups=2).eval()
-
-
 # ----------------------------------------------------------------------------- interface
 
 def test_registry_describe_and_json_round_trip():
@@ -226,8 +214,9 @@ def test_diff_pruning_threshold_selects_timesteps(tiny_unet, ddpm_scheduler, ima
     assert abs(counts[1] - 7) <= 1 and abs(counts[2] - 3) <= 1  # (1 - t/T) > thr, t = 0, 111, ...
 
 
-def test_successive_prunes_accumulate_history_and_keep_the_teacher(ddpm_scheduler):
-    tiny_unet = two_group_unet()
+def test_successive_prunes_accumulate_history_and_keep_the_teacher(two_group_unet,
+                                                                   ddpm_scheduler):
+    tiny_unet = two_group_unet
     reference = {n: p.clone() for n, p in tiny_unet.state_dict().items()}
     state = CompressState.start(tiny_unet, ddpm_scheduler)
     StructuredPrune(ratio=0.25, protect=()).apply(state)
