@@ -5,9 +5,6 @@ Thin by design: every number comes from a ``litediff_core`` call; nothing here c
 
 import streamlit as st
 
-from litediff_core.errors import LiteDiffError
-from pages._shared import load_model, size_of  # shared with the pages (cached per process)
-
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
 
 
@@ -16,6 +13,7 @@ def latency_of(source: str, device: str) -> dict:
     import copy
 
     from litediff_core.metrics import step_latency
+    from pages._shared import load_model
 
     # the cached model is shared by every session: time a copy, so moving it to a GPU is local
     return step_latency(copy.deepcopy(load_model(source).unet), batch_size=16, device=device,
@@ -27,6 +25,7 @@ def grid_of(source: str, sampler: str, steps: int, seed: int, device: str):
     import copy
 
     from litediff_core.samplers import generate, grid
+    from pages._shared import load_model
 
     base = load_model(source)
     unet = copy.deepcopy(base.unet).to(device)
@@ -36,10 +35,12 @@ def grid_of(source: str, sampler: str, steps: int, seed: int, device: str):
 
 
 def home():
-    from litediff_core.device import DEVICES, resolve_device
-
     st.title("LiteDiff Lab")
     st.caption("How much of a diffusion model can you cut away, and what does it cost?")
+    # torch, diffusers… load after the title is on screen (the first visit imports them)
+    from litediff_core.device import DEVICES, resolve_device
+    from litediff_core.errors import LiteDiffError
+    from pages._shared import load_model, size_of  # shared with the pages (cached per process)
     with st.sidebar:
         source = st.text_input("Base model", value="embedded",
                                help="embedded, a local diffusers folder, or a hub id "
@@ -88,10 +89,10 @@ def home():
                         f" — `{training['command']}`")
 
 
-pg = st.navigation([st.Page(home, title="Home", icon="🏠", default=True),
-                    st.Page("pages/compress.py", title="Compress", icon="✂️"),
-                    st.Page("pages/samples.py", title="Samples & samplers", icon="🖼️"),
-                    st.Page("pages/layers.py", title="Layers", icon="🧱"),
-                    st.Page("pages/pareto.py", title="Pareto", icon="📉"),
-                    st.Page("pages/runs.py", title="Runs", icon="🗂️")])
+pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
+                    st.Page("pages/compress.py", title="Compress", icon=":material/content_cut:"),
+                    st.Page("pages/samples.py", title="Samples & samplers", icon=":material/photo_library:"),
+                    st.Page("pages/layers.py", title="Layers", icon=":material/view_module:"),
+                    st.Page("pages/pareto.py", title="Pareto", icon=":material/scatter_plot:"),
+                    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:")])
 pg.run()

@@ -27,44 +27,54 @@ from litediff_core.runs import RunStore, run_recipe
 
 
 def recipes(base: str, ft: int, ratios, ev: dict):
+    """The sweep, most informative first, so that a pass cut short still covers every family:
+    dense, the quantization paths, the main structured importances, unstructured, KD / low rank
+    / LoRA, then the remaining pruning variants, the long fresh-student distillations, and the
+    slow simulated W4A8."""
     def r(name, stages):
         return Recipe(base=base, stages=stages, eval=ev, name=name)
 
     def ft_stage():
         return {"stage": "finetune", "config": {"steps": ft}}
 
-    out = [r("dense base", [])]
-    for p in ratios:
-        for imp in ("random", "l1", "taylor", "diff-pruning"):
-            out.append(r(f"structured {imp} {p:.0%} + FT {ft}", [
-                {"stage": "structured-prune", "config": {"ratio": p, "importance": imp}},
-                ft_stage()]))
-        out.append(r(f"structured global l1 {p:.0%} + FT {ft}", [
-            {"stage": "structured-prune", "config": {"ratio": p, "importance": "l1",
-                                                     "global_pruning": True}}, ft_stage()]))
-        for method in ("l1", "global", "random", "tiny-diffusion"):
-            out.append(r(f"unstructured {method} {p:.0%} + FT {ft}", [
-                {"stage": "unstructured-prune", "config": {"ratio": p, "method": method}},
-                ft_stage()]))
+    def structured(imp, p, global_pruning=False):
+        config = {"ratio": p, "importance": imp}
+        if global_pruning:
+            config["global_pruning"] = True
+        kind = f"global {imp}" if global_pruning else imp
+        return r(f"structured {kind} {p:.0%} + FT {ft}",
+                 [{"stage": "structured-prune", "config": config}, ft_stage()])
+
+    def unstructured(method, p):
+        return r(f"unstructured {method} {p:.0%} + FT {ft}", [
+            {"stage": "unstructured-prune", "config": {"ratio": p, "method": method}}, ft_stage()])
+
+    out = [r("dense base", []),
+           r("ONNX Runtime int8", [{"stage": "quant-onnx-int8"}]),
+           r("dynamic int8 (Linear only)", [{"stage": "quant-dynamic"}]),
+           r("simulated W8A8", [{"stage": "quant-simulated"}])]
+    out += [structured(imp, p) for imp in ("l1", "taylor", "diff-pruning") for p in ratios]
+    out += [unstructured(m, p) for m in ("l1", "tiny-diffusion") for p in ratios]
     out.append(r(f"KD(BM, Prune(BM, 30%)) {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.3}},
         {"stage": "distill", "config": {"steps": ft}}]))
-    for s in (2, 4):
-        out.append(r(f"KD(BM, s={s}) {4 * ft}", [
-            {"stage": "distill", "config": {"steps": 4 * ft, "fresh": True, "scale": s}}]))
-    for factor in (2, 4):
-        out.append(r(f"low-rank /{factor} + FT {ft}", [
-            {"stage": "low-rank", "config": {"factor": factor}}, ft_stage()]))
     out.append(r(f"LoRA r=2 on Prune 30% (KD) {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.3}},
         {"stage": "lora", "config": {"r": 2, "steps": ft, "kd_frac": 0.7}}]))
-    out.append(r("dynamic int8 (Linear only)", [{"stage": "quant-dynamic"}]))
-    out.append(r("simulated W8A8", [{"stage": "quant-simulated"}]))
-    out.append(r("simulated W4A8", [{"stage": "quant-simulated", "config": {"weight_bits": 4}}]))
-    out.append(r("ONNX Runtime int8", [{"stage": "quant-onnx-int8"}]))
+    for factor in (2, 4):
+        out.append(r(f"low-rank /{factor} + FT {ft}", [
+            {"stage": "low-rank", "config": {"factor": factor}}, ft_stage()]))
     out.append(r(f"ONNX int8 of structured l1 50% + FT {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.5}}, ft_stage(),
         {"stage": "quant-onnx-int8"}]))
+    out += [structured("random", p) for p in ratios]
+    out += [structured("l1", p, global_pruning=True) for p in ratios]
+    out += [unstructured(m, p) for m in ("global", "random") for p in ratios]
+    for s in (2, 4):
+        out.append(r(f"KD(BM, s={s}) {4 * ft}", [
+            {"stage": "distill", "config": {"steps": 4 * ft, "fresh": True, "scale": s}}]))
+    # last: fake quantization makes every sampling step several times slower on a CPU
+    out.append(r("simulated W4A8", [{"stage": "quant-simulated", "config": {"weight_bits": 4}}]))
     return out
 
 
@@ -72,9 +82,10 @@ def fmt(x, spec):
     return "—" if x is None or x != x else format(x, spec)
 
 
-def write_results(store: RunStore, path: Path, command: str) -> None:
+def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     t = store.table()
     t = t[t["status"] == "done"]
+    not_run = [r.name for r in todo if store.find(r) is None]
     base_fid = t.loc[t["method"] == "base (dense)", "fid"]
     lines = [
         "# Compression sweep on the embedded default model", "",
@@ -96,6 +107,9 @@ def write_results(store: RunStore, path: Path, command: str) -> None:
             f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} | "
             f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
+    if not_run:
+        lines += ["", f"Not run yet ({len(not_run)}; rerun the command: finished runs are reused): "
+                  + "; ".join(not_run) + "."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -114,13 +128,14 @@ def main(argv=None) -> int:
     store = RunStore(args.store)
     ev = {"n": args.n, "steps": args.steps}
     todo = recipes(args.base, args.ft, ratios, ev)
+    command = "python benchmarks/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for i, recipe in enumerate(todo):
         print(f"[{i + 1}/{len(todo)}] {recipe.name}", file=sys.stderr)
         try:
             run_recipe(recipe, store, progress=TqdmProgress(recipe.name[:30]), device=args.device)
         except LiteDiffError as e:
             print(f"  failed: {e}", file=sys.stderr)
-    write_results(store, Path(args.out), "python benchmarks/sweep.py " + " ".join(argv or sys.argv[1:]))
+        write_results(store, Path(args.out), command, todo)  # after every run: a cut pass still reports
     return 0
 
 

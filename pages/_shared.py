@@ -211,11 +211,6 @@ def zip_folder(folder) -> bytes:
     return buf.getvalue()
 
 
-def has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
 
 def fmt(value, kind: str) -> str:
     """Human units: params (M), bytes (MiB), macs (M), ms, ratio, plain."""

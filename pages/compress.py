@@ -386,7 +386,7 @@ def preview(source: str, recipe: Recipe) -> None:
                f"to a copy of the base (fvcore MACs of one image per UNet step){skipped}. "
                f"Latency is not predicted: it is measured when the run finishes.")
     for note in pred["notes"]:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
 
 
 main()

@@ -125,7 +125,7 @@ def main() -> None:
                                    "eval", "extractor", "device"]].rename("value").astype(str))
             st.session_state["layers_focus"] = ref
             cols[1].page_link("pages/layers.py", label="Open this run on the Layers page",
-                              icon="🧱")
+                              icon=":material/view_module:")
 
 
 def export(fig: go.Figure, df: pd.DataFrame, x: str, y: str) -> None:
@@ -134,16 +134,22 @@ def export(fig: go.Figure, df: pd.DataFrame, x: str, y: str) -> None:
         "eval", "extractor", "device", "latency_batch"]
     c[0].download_button("Download points (CSV)", df[cols].to_csv(index=False),
                          f"pareto-{y}-vs-{x}.csv", "text/csv", key="pa_csv")
-    if ui.has_module("kaleido"):
-        c[1].download_button("Download figure (PNG)", lambda: fig.to_image(format="png",
-                                                                           scale=2),
-                             f"pareto-{y}-vs-{x}.png", "image/png", key="pa_png")
-    else:
-        c[1].download_button("Download figure (interactive HTML)",
-                             lambda: fig.to_html(include_plotlyjs=True),
-                             f"pareto-{y}-vs-{x}.html", "text/html", key="pa_html")
-        c[1].caption("PNG export needs the `kaleido` package, which is not installed: "
-                     "the HTML file opens in any browser (its camera icon saves a PNG).")
-
+    c[1].download_button("Download figure (interactive HTML)",
+                         lambda: fig.to_html(include_plotlyjs=True),
+                         f"pareto-{y}-vs-{x}.html", "text/html", key="pa_html")
+    # PNG through kaleido, which drives a local Chrome/Chromium: made on request (≈3 s)
+    want = (x, y, len(df))
+    if c[0].button("Make a PNG of the figure", key="pa_png_make"):
+        try:
+            st.session_state["pa_png_bytes"] = (want, fig.to_image(format="png", scale=2))
+        except Exception as e:  # kaleido missing, or no Chrome/Chromium on this machine
+            st.session_state["pa_png_bytes"] = (want, None)
+            c[0].warning(f"PNG export needs `kaleido` and a Chrome or Chromium browser "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). The HTML file "
+                         f"opens in any browser and its camera icon saves a PNG.")
+    made = st.session_state.get("pa_png_bytes")
+    if made and made[0] == want and made[1]:
+        c[0].download_button("Download figure (PNG)", made[1], f"pareto-{y}-vs-{x}.png",
+                             "image/png", key="pa_png")
 
 main()

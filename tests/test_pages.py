@@ -150,7 +150,13 @@ def test_pareto_selects_change_the_figure_and_a_click_shows_the_run(with_runs):
     assert "SSIM" in fig["layout"]["yaxis"]["title"]["text"]
     assert not any(t.get("error_y") for t in fig["data"])
     labels = [d.proto.label for d in at.get("download_button")]
-    assert "Download points (CSV)" in labels and len(labels) == 2
+    assert labels == ["Download points (CSV)", "Download figure (interactive HTML)"]
+    at.button(key="pa_png_make").click().run()
+    if Path("/usr/bin/chromium").exists():  # kaleido renders through it
+        assert at.session_state["pa_png_bytes"][1][:8] == b"\x89PNG\r\n\x1a\n"
+        assert "Download figure (PNG)" in [d.proto.label for d in ok(at).get("download_button")], [(d.proto.label, d.proto.id) for d in at.get("download_button")]
+    else:
+        assert "PNG export needs" in ok(at).warning[0].value
     # a selected point shows that run and points to the Layers page
     ref = f"yours:{with_runs.ids[0]}"
     at.session_state["pa_chart"] = {"selection": {"points": [{"customdata": [ref]}]}}

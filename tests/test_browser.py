@@ -1,0 +1,238 @@
+"""The dashboard in a real browser: ``streamlit run app.py`` on loopback, driven by Playwright in
+Debian's Chromium (``/usr/bin/chromium``; Playwright downloads no browser).
+
+Visits every page from the repository's ``cached_results/``, checks what each page shows, runs a
+tiny recipe from the Compress page to a stored run, saves a screenshot of every page and the
+measured timings under ``test-artifacts/browser/`` (``$LITEDIFF_ARTIFACTS``), and fails on
+browser console errors or an exception box on any page.
+
+``./run tests`` installs Chromium when it runs as root (CI). Elsewhere, without Chromium or
+Playwright, these tests skip (under ``CI=true`` they fail instead).
+"""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("LITEDIFF_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("LITEDIFF_ARTIFACTS", REPO / "test-artifacts")) / "browser"
+# Chromium on a closed network: no background traffic, no sandbox as root, no GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+PAGES = [  # (sidebar label, title, text the page must show once it has run)
+    ("Compress", "Compress", "Stages"),
+    ("Samples & samplers", "Samples & samplers", "Sampler comparison"),
+    ("Layers", "Layers", "Per-layer table"),
+    ("Pareto", "Pareto", "One point per finished run"),
+    ("Runs", "Runs", "Compare two runs"),
+]
+TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
+              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+              norm_num_groups=4)
+
+
+def _need_browser():
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (Debian package chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + ": CI must install it (./run tests does as root)")
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(runs: Path, log: Path):
+    """``streamlit run app.py`` on a free loopback port, with cached_results/ as shipped and
+    ``runs`` as the user store; yields its URL once it answers its health check."""
+    port = _free_port()
+    env = {**os.environ, "LITEDIFF_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
+           "LITEDIFF_CACHED_RESULTS": str(REPO / "cached_results"), "PYTHONPATH": str(REPO)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+             "--server.address=127.0.0.1", f"--server.port={port}",
+             "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.time() > deadline:
+                        raise RuntimeError(f"streamlit did not start; see {log}")
+                    time.sleep(0.25)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app with an empty user store, and a tiny base model for the recipe."""
+    _need_browser()
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from litediff_core.models import save_model
+    from litediff_core.models.embedded import ddpm_scheduler_config
+
+    root = tmp_path_factory.mktemp("browser")
+    torch.manual_seed(0)
+    tiny = save_model(UNet2DModel(**TINY28).eval(), DDPMScheduler(**ddpm_scheduler_config()),
+                      root / "tiny-base", {"dataset": "fashion-mnist"})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with serve(root / "runs", ARTIFACTS / "streamlit.log") as url:
+        yield {"url": url, "tiny": str(tiny), "runs": root / "runs"}
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Tab:
+    """One browser tab on the app, collecting console errors and uncaught page errors."""
+
+    def __init__(self, browser, url: str):
+        self.page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        self.url, self.errors = url, []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(
+            f"console: {m.text} ({m.location.get('url', '')})"))
+        self.page.on("response", lambda r: r.status >= 400 and self.errors.append(
+            f"HTTP {r.status}: {r.url}"))
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
+    def idle(self, timeout_s: float = 180) -> None:
+        """Wait until the script run is over (Streamlit marks its root element)."""
+        self.page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                                    timeout=timeout_s * 1000)
+        self.page.wait_for_timeout(300)  # let the last deltas paint
+
+    def title(self, text: str, timeout_s: float = 60) -> None:
+        self.page.get_by_role("heading", name=text, exact=True).first.wait_for(
+            timeout=timeout_s * 1000)
+
+    def check(self, shot: str) -> None:
+        """No exception box on the page; a full-page screenshot for the record."""
+        exceptions = self.page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+        # Streamlit scrolls inside its main block: grow the viewport to show the whole page
+        height = self.page.evaluate(
+            "() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0")
+        self.page.set_viewport_size({"width": 1440, "height": max(1000, min(height, 8000))})
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(ARTIFACTS / shot))
+        self.page.set_viewport_size({"width": 1440, "height": 1000})
+
+    def nav(self, label: str) -> None:
+        self.page.locator('[data-testid="stSidebarNavLink"]').filter(
+            has_text=label).first.click()
+
+
+def test_every_page_shows_cached_results_and_switches_fast(server, browser):
+    tab = Tab(browser, server["url"])
+    t0 = time.perf_counter()
+    tab.page.goto(server["url"])
+    tab.title("LiteDiff Lab")
+    first_paint = time.perf_counter() - t0
+    tab.idle()
+    home_done = time.perf_counter() - t0
+    body = tab.page.inner_text("body")
+    assert "Base model" in body and "Parameters" in body and "MACs / image / step" in body
+    assert tab.page.locator('[data-testid="stImage"] img').count() >= 1  # the sample grid
+    tab.check("home.png")
+
+    timings = {"first_paint_s": first_paint, "home_complete_s": home_done, "switch_s": {},
+               "page_complete_s": {}}
+    for label, title, must_show in PAGES:
+        t0 = time.perf_counter()
+        tab.nav(label)
+        tab.title(title)
+        timings["switch_s"][label] = time.perf_counter() - t0
+        tab.idle()
+        timings["page_complete_s"][label] = time.perf_counter() - t0
+        assert must_show in tab.page.inner_text("body"), f"{label}: no {must_show!r}"
+        tab.check(f"{label.split()[0].lower()}.png")
+    # the plots of cached results are drawn
+    tab.nav("Pareto")
+    tab.idle()
+    assert tab.page.locator(".js-plotly-plot").count() >= 1
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2))
+    assert tab.errors == []
+    # generous bounds: CI machines are loaded; the measured figures are in timings.json
+    assert first_paint < 10, timings
+    assert max(timings["switch_s"].values()) < 5, timings
+
+
+def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
+    tab = Tab(browser, server["url"])
+    page = tab.page
+    page.goto(tab.url)  # from the root: a deep link makes Streamlit probe <page>/_stcore (404s)
+    tab.title("LiteDiff Lab")
+    tab.nav("Compress")
+    tab.title("Compress")
+    tab.idle()
+
+    def fill(label: str, value) -> None:
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        tab.idle()
+
+    fill("Base model", server["tiny"])
+    fill("Run name (optional)", "browser tiny run")
+    page.get_by_role("button", name="Add stage").click()  # the first stage: structured-prune
+    tab.idle()
+    assert "structured-prune" in page.inner_text("body")
+    fill("Samples (n)", 16)
+    fill("Sampling steps", 2)
+    fill("Latency batch", 2)
+    assert "Predicted parameters" in page.inner_text("body")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Done in").first.wait_for(timeout=240_000)
+    tab.idle()
+    body = page.inner_text("body")
+    assert "browser tiny run" in body and "Speed-up vs base" in body
+    tab.check("compress-run.png")
+
+    tab.nav("Runs")
+    tab.title("Runs")
+    tab.idle()
+    assert "browser tiny run" in page.inner_text("body") or \
+        page.locator('[data-testid="stDataFrame"]').count() >= 1
+    runs = [d for d in server["runs"].iterdir() if not d.name.startswith((".", "_"))]
+    assert len(runs) == 1
+    assert json.loads((runs[0] / "status.json").read_text())["status"] == "done"
+    assert tab.errors == []
