@@ -181,3 +181,13 @@ def test_prune_mask_then_low_rank_round_trip(tiny_unet, ddpm_scheduler, tmp_path
     save_compressed(state, tmp_path / "model", {})
     unet, _, _ = load_compressed(tmp_path / "model")
     assert torch.equal(outputs(unet), outputs(state.unet))
+
+
+def test_structured_pruning_refuses_a_factorised_model(tiny_unet, ddpm_scheduler):
+    """Reload replays the pruning history on the plain UNet, before the factors: so channel
+    pruning must come first in a recipe, and says so."""
+    from litediff_core.compress import make_stage
+
+    state = low_rank(tiny_unet, ddpm_scheduler, factor=2)
+    with pytest.raises(LiteDiffError, match="already changed by low-rank.*before"):
+        make_stage({"stage": "structured-prune", "config": {"ratio": 0.25}}).apply(state)

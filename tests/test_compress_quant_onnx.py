@@ -155,7 +155,12 @@ def test_save_and_reload_identical_outputs(quantized, tmp_path):
 
 def test_torch_stages_refuse_the_onnx_model(quantized, ddpm_scheduler):
     base, state = quantized
-    for stage in (LowRank(), DynamicInt8(), SimulatedQuant(**CALIB), OnnxInt8(**CALIB)):
+    from litediff_core.compress import make_stage
+
+    training = [make_stage({"stage": n, "config": {"steps": 1, "batch_size": 2}}) for n in ("finetune", "lora")]
+    pruning = [make_stage({"stage": n, "config": {"ratio": 0.5}}) for n in ("structured-prune", "unstructured-prune")]
+    for stage in (LowRank(), DynamicInt8(), SimulatedQuant(**CALIB), OnnxInt8(**CALIB),
+                  make_stage({"stage": "distill", "config": {"steps": 1, "kd_frac": 0.0}}), *training, *pruning):
         with pytest.raises(LiteDiffError, match="ONNX Runtime"):
             stage.apply(CompressState(unet=state.unet, scheduler=ddpm_scheduler))
     dynamic = CompressState.start(base, ddpm_scheduler)

@@ -21,6 +21,7 @@ the list is stored innermost first, the order in which ``finish_extras`` puts th
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -125,3 +126,15 @@ def require_torch_weights(model, who: str) -> None:
     if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         raise LiteDiffError(f"{who}: the model has no PyTorch weights (an ONNX Runtime model?); "
                             f"apply {who} before quant-onnx-int8")
+
+
+def require_plain_unet(model, who: str) -> None:
+    """Stages that change the channels refuse a model whose structure another stage already
+    changed (low-rank factors, quantized layers, a wrapper): on reload the pruning history is
+    replayed on the plain UNet, before those changes, and would no longer fit."""
+    require_torch_weights(model, who)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = [r["hook"] for r in save_extras(model, tmp)]
+    if found:
+        raise LiteDiffError(f"{who}: the model was already changed by {', '.join(found)}; "
+                            f"put {who} before {'it' if len(found) == 1 else 'them'} in the recipe")

@@ -33,6 +33,7 @@ from ..metrics.size import count_params
 from ..progress import Progress
 from ._training import (check_training, kd_loss, round_losses, train_noise_prediction,
                         training_data)
+from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 from .io import _plain
 
@@ -80,11 +81,13 @@ class Distill(Stage):
         if teacher is None and (c.kd_frac > 0 or c.fresh):
             raise LiteDiffError(f"{self.name}: the state has no teacher (start the state with "
                                 f"CompressState.start, or set kd_frac=0 and fresh=false)")
+        if not c.fresh:
+            require_torch_weights(state.unet, self.name)
         data = training_data(state, data, self.name)
         info = {}
         if c.fresh:
             student, info = fresh_student(teacher, c.scale, c.seed)
-            student.to(next(state.unet.parameters()).device).train(state.unet.training)
+            student.to(next(teacher.parameters()).device).train(True)
         else:
             student = clone_model(state.unet)
         result = train_noise_prediction(

@@ -30,6 +30,7 @@ from ..metrics.size import count_nonzero
 from ..progress import Progress
 from ._training import (check_training, l1_penalty, round_losses, sparsity,
                         train_noise_prediction, training_data)
+from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 from .unstructured import apply_masks, masks
 
@@ -68,6 +69,7 @@ class FineTune(Stage):
         """Fine-tune a copy of ``state.unet`` and put it in the state. ``data`` (else
         ``state.data``, else the state's dataset) gives the images."""
         c, start = self.config, time.perf_counter()
+        require_torch_weights(state.unet, self.name)
         data = training_data(state, data, self.name)
         unet = clone_model(state.unet)
         sparsity_before = sparsity(unet)

@@ -37,6 +37,7 @@ from ..progress import Progress
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._training import (check_training, kd_loss, refresh_masked_weights, round_losses,
                         train_noise_prediction, training_data)
+from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 
 LAYER_KINDS = {"conv": nn.Conv2d, "linear": nn.Linear}
@@ -85,6 +86,7 @@ class LoRA(Stage):
         c, start = self.config, time.perf_counter()
         if c.kd_frac > 0 and state.teacher is None:
             raise LiteDiffError(f"{self.name}: kd_frac > 0 needs the state's teacher")
+        require_torch_weights(state.unet, self.name)
         data = training_data(state, data, self.name)
         unet = clone_model(state.unet)
         info = add_adapters(unet, c.r, c.alpha, c.layers, c.protect, c.seed)

@@ -57,6 +57,7 @@ from ..metrics.size import count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, noise_prediction_loss, protected_modules)
+from ._io_hooks import require_plain_unet
 from .base import CompressState, Stage, clone_model, option
 
 
@@ -151,6 +152,7 @@ class StructuredPrune(Stage):
         """Prune a copy of ``state.unet`` and put it in the state. ``data`` (else
         ``state.data``) feeds the gradient importances."""
         c, start = self.config, time.perf_counter()
+        require_plain_unet(state.unet, self.name)
         if torch_prune.is_pruned(state.unet):
             raise LiteDiffError(f"{self.name}: the model carries unstructured pruning masks; "
                                 f"prune channels first, or fold the masks (make_permanent)")

@@ -39,6 +39,7 @@ from ..metrics.size import count_nonzero, count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, protected_modules)
+from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 
 NOTE = ("unstructured sparsity: the zeros shrink a compressed file, but dense MACs and dense "
@@ -93,6 +94,7 @@ class UnstructuredPrune(Stage):
         """Mask a copy of ``state.unet`` and put it in the state. ``data`` (else ``state.data``)
         feeds the gradient methods."""
         c, method, start = self.config, METHODS[self.config.method], time.perf_counter()
+        require_torch_weights(state.unet, self.name)
         unet = clone_model(state.unet)
         layers = prunable_layers(unet, c.protect)
         if not layers:
