@@ -135,7 +135,9 @@ class Tab:
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
 
     def idle(self, timeout_s: float = 180) -> None:
-        """Wait until the script run is over (Streamlit marks its root element)."""
+        """Wait until the script run is over (Streamlit marks its root element). A run an
+        action triggers may start a moment later: give it that moment first."""
+        self.page.wait_for_timeout(400)
         self.page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
                                     timeout=timeout_s * 1000)
         self.page.wait_for_timeout(300)  # let the last deltas paint
@@ -201,6 +203,7 @@ def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
     page = tab.page
     page.goto(tab.url)  # from the root: a deep link makes Streamlit probe <page>/_stcore (404s)
     tab.title("LiteDiff Lab")
+    points_before = pareto_points(tab)
     tab.nav("Compress")
     tab.title("Compress")
     tab.idle()
@@ -214,8 +217,8 @@ def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
     fill("Base model", server["tiny"])
     fill("Run name (optional)", "browser tiny run")
     page.get_by_role("button", name="Add stage").click()  # the first stage: structured-prune
+    page.get_by_text("1. structured-prune").wait_for(timeout=60_000)  # its editor
     tab.idle()
-    assert "structured-prune" in page.inner_text("body")
     fill("Samples (n)", 16)
     fill("Sampling steps", 2)
     fill("Latency batch", 2)
@@ -235,4 +238,18 @@ def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
     runs = [d for d in server["runs"].iterdir() if not d.name.startswith((".", "_"))]
     assert len(runs) == 1
     assert json.loads((runs[0] / "status.json").read_text())["status"] == "done"
+    assert pareto_points(tab) == points_before + 1  # the new run is a new Pareto point
+    tab.check("pareto-after-run.png")
     assert tab.errors == []
+
+
+def pareto_points(tab: Tab) -> int:
+    """The number of points the Pareto page says it draws."""
+    import re
+
+    tab.nav("Pareto")
+    tab.title("Pareto")
+    tab.idle()
+    found = re.search(r"One point per finished run \((\d+)\)", tab.page.inner_text("body"))
+    assert found, "the Pareto page states no point count"
+    return int(found.group(1))
