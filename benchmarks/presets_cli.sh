@@ -18,6 +18,8 @@ done
   echo
   echo "Command: \`bash benchmarks/presets_cli.sh\` (20 training steps, 32 samples, DDIM 10 steps:"
   echo "a check that every preset runs end to end, not a quality figure); $(date -u +%F)."
+  echo "Presets whose recipes are identical share one run (same key): $(echo $presets | wc -w)"
+  echo "presets, one row per distinct recipe."
   echo
   python - "$STORE" <<'PY'
 import sys

@@ -54,6 +54,10 @@ def recipes(base: str, ft: int, ratios, ev: dict):
            r("dynamic int8 (Linear only)", [{"stage": "quant-dynamic"}]),
            r("simulated W8A8", [{"stage": "quant-simulated"}])]
     out += [structured(imp, p) for imp in ("l1", "taylor", "diff-pruning") for p in ratios]
+    # the papers' fine-tune lr (2e-4) is meant for 100k steps; within 400, a larger one helps
+    out.append(r(f"structured l1 30% + FT {ft} lr 1e-3", [
+        {"stage": "structured-prune", "config": {"ratio": 0.3, "importance": "l1"}},
+        {"stage": "finetune", "config": {"steps": ft, "lr": 1e-3}}]))
     out += [unstructured(m, p) for m in ("l1", "tiny-diffusion") for p in ratios]
     out.append(r(f"KD(BM, Prune(BM, 30%)) {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.3}},
