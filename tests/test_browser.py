@@ -134,13 +134,16 @@ class Tab:
             f"HTTP {r.status}: {r.url}"))
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
 
-    def idle(self, timeout_s: float = 180) -> None:
-        """Wait until the script run is over (Streamlit marks its root element). A run an
-        action triggers may start a moment later: give it that moment first."""
-        self.page.wait_for_timeout(400)
+    def idle(self, timeout_s: float = 180, settle: bool = True) -> None:
+        """Wait until the script run is over (Streamlit marks its root element). With
+        ``settle``, first give a run that an action triggers a moment to start, and after it
+        let the last deltas paint (timings pass ``settle=False``: a run already started)."""
+        if settle:
+            self.page.wait_for_timeout(400)
         self.page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
                                     timeout=timeout_s * 1000)
-        self.page.wait_for_timeout(300)  # let the last deltas paint
+        if settle:
+            self.page.wait_for_timeout(300)
 
     def title(self, text: str, timeout_s: float = 60) -> None:
         self.page.get_by_role("heading", name=text, exact=True).first.wait_for(
@@ -169,8 +172,9 @@ def test_every_page_shows_cached_results_and_switches_fast(server, browser):
     tab.page.goto(server["url"])
     tab.title("LiteDiff Lab")
     first_paint = time.perf_counter() - t0
-    tab.idle()
+    tab.idle(settle=False)
     home_done = time.perf_counter() - t0
+    tab.idle()
     body = tab.page.inner_text("body")
     assert "Base model" in body and "Parameters" in body and "MACs / image / step" in body
     assert tab.page.locator('[data-testid="stImage"] img').count() >= 1  # the sample grid
@@ -183,8 +187,9 @@ def test_every_page_shows_cached_results_and_switches_fast(server, browser):
         tab.nav(label)
         tab.title(title)
         timings["switch_s"][label] = time.perf_counter() - t0
-        tab.idle()
+        tab.idle(settle=False)
         timings["page_complete_s"][label] = time.perf_counter() - t0
+        tab.idle()
         assert must_show in tab.page.inner_text("body"), f"{label}: no {must_show!r}"
         tab.check(f"{label.split()[0].lower()}.png")
     # the plots of cached results are drawn
