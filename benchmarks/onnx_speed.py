@@ -7,7 +7,10 @@ The int8 model is made by the ``quant-onnx-int8`` stage with its defaults (stati
 int8 weights, uint8 activations, first/last conv fp32, calibrated over timesteps). For every
 (threads, batch) the three models are timed in ``--rounds`` alternating rounds (PyTorch, ORT fp32,
 ORT int8, PyTorch, …) so that load on this machine hits them alike; each figure is the median of
-the rounds' medians, and the ratios are taken round by round.
+the rounds' medians, and the ratios are taken round by round. Before each timing the machine idles ``--pause`` seconds: PyTorch's
+OpenMP threads and each ONNX Runtime session's threads spin-wait for a while after a call, and on
+a 2-core machine a pool still spinning slows the next model down (back to back, ORT int8 at 2
+threads measured 35 ms instead of 20 ms per step at batch 16).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--pause", type=float, default=0.5,
+                   help="seconds idle before timing each model (0: back to back)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "onnx_speed.md"))
     args = p.parse_args(argv)
 
@@ -47,7 +52,7 @@ def main(argv=None) -> int:
               "ORT int8": int8}
     lines = ["# ONNX Runtime int8 vs PyTorch fp32, one denoising step", "",
              f"Command: `python benchmarks/onnx_speed.py --threads {args.threads} --batches "
-             f"{args.batches} --rounds {args.rounds}`  ",
+             f"{args.batches} --rounds {args.rounds} --pause {args.pause}`  ",
              f"Model: `{args.base}`; machine {platform.machine()}, torch {torch.__version__}; "
              f"written {time.strftime('%Y-%m-%d %H:%M')}. Median ms per step (median over "
              f"{args.rounds} alternating rounds of {args.repeats} timed calls); speed-up = "
@@ -59,6 +64,7 @@ def main(argv=None) -> int:
             ms = {name: [] for name in models}
             for _ in range(args.rounds):
                 for name, model in models.items():
+                    time.sleep(args.pause)  # let the previous model's thread pool stop spinning
                     r = step_latency(model, batch_size=batch, threads=threads,
                                      repeats=args.repeats, warmup=2)
                     ms[name].append(r["median_s"] * 1000)

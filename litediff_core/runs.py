@@ -231,6 +231,7 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
 
 TRAINING_STAGES = {"finetune", "distill", "lora"}
 LATENCY_ROUNDS = 3
+LATENCY_PAUSE_S = 0.5
 
 
 def _meta_of(base) -> dict:
@@ -243,7 +244,7 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
             progress: Optional[Progress] = None) -> dict:
     """Evaluate the saved model against its base, with ratios measured in this one run."""
     from .evaluate import EvalConfig, evaluate
-    from .metrics import ssim_psnr, step_latency
+    from .metrics import ssim_psnr
     from .models import load_base
     from .samplers import generate, grid
 
@@ -259,8 +260,8 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
     result = evaluate(compressed, cfg, progress=progress)
     # the ratio to the base: both timed in alternating rounds on the same device and threads,
     # so a slow spell of a shared machine hits both (median of the rounds' medians)
-    rounds = [(step_latency(base.unet, batch_size=cfg.latency_batch, device=device),
-               step_latency(compressed.unet, batch_size=cfg.latency_batch, device=device))
+    rounds = [(_timed_after_pause(base.unet, cfg.latency_batch, device),
+               _timed_after_pause(compressed.unet, cfg.latency_batch, device))
               for _ in range(LATENCY_ROUNDS)]
     ratios = sorted(b["median_s"] / c["median_s"] for b, c in rounds)
     base_lat, run_lat = (min((r[i] for r in rounds), key=lambda x: x["median_s"]) for i in (0, 1))
@@ -281,6 +282,16 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
 
     layers(base.unet, torch_unet(compressed.unet).cpu()).to_csv(out / LAYERS, index=False)
     return result
+
+
+def _timed_after_pause(unet, batch_size: int, device: str) -> dict:
+    """``step_latency`` after LATENCY_PAUSE_S idle: thread pools (PyTorch's OpenMP, each ONNX
+    Runtime session's) spin-wait for a while after a call, and one still spinning slows the
+    next model on a small machine (ORT int8 after PyTorch: 35 instead of 20 ms per step)."""
+    from .metrics import step_latency
+
+    time.sleep(LATENCY_PAUSE_S)
+    return step_latency(unet, batch_size=batch_size, device=device)
 
 
 def base_samples(base, sampler: str, steps: int, n: int, seed: int, device: str,
