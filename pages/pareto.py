@@ -88,7 +88,9 @@ def main() -> None:
                        key="pa_x")
     setups = sorted(done["eval"].dropna().unique())
     if len(setups) > 1:
-        chosen = st.multiselect("Evaluation setups", setups, default=setups, key="pa_setups")
+        common = done["eval"].value_counts().index[0]  # the setup most runs share
+        chosen = st.multiselect("Evaluation setups", setups, default=[common], key="pa_setups",
+                                help="points are comparable within one setup")
         if len(chosen) > 1:
             st.warning("The points come from different evaluation setups (sample count, "
                        "sampler, steps): compare within one setup.")
