@@ -140,6 +140,21 @@ def cmd_runs(args) -> dict:
     if args.delete:
         _store(args).delete(args.delete)
         return {"deleted": args.delete}
+    if args.remeasure:
+        from .runs import remeasure_latency
+
+        ids = list(table.loc[table["status"] == "done", "id"]) if args.remeasure == "all" \
+            else [args.remeasure]
+        timed = {}
+        for run_id in ids:
+            try:
+                timed[run_id] = round(remeasure_latency(_store(args), run_id, args.device)[
+                    "speedup"], 3)
+            except LiteDiffError as e:
+                if args.remeasure != "all":
+                    raise
+                print(f"{run_id}: skipped: {e}", file=sys.stderr)
+        return {"remeasured": timed}
     cols = ["id", "name", "status", "params", "macs", "latency_ms", "speedup", "fid", "ssim_to_base"]
     print(table[cols].to_string(index=False) if len(table) else "no runs in " + str(_store(args).root),
           file=sys.stderr)
@@ -237,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("runs", help="list the runs of the store")
     sp.add_argument("--delete", metavar="ID", help="delete one run")
+    sp.add_argument("--remeasure", metavar="ID|all", help="time a run (or every finished run) "
+                    "against its base again, e.g. once the machine is quiet; updates its metrics")
+    sp.add_argument("--device", default="cpu", help="device of --remeasure (default cpu)")
     store_opt(sp)
     sp.set_defaults(fn=cmd_runs)
 

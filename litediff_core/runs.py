@@ -260,14 +260,7 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
     result = evaluate(compressed, cfg, progress=progress)
     # the ratio to the base: both timed in alternating rounds on the same device and threads,
     # so a slow spell of a shared machine hits both (median of the rounds' medians)
-    rounds = [(_timed_after_pause(base.unet, cfg.latency_batch, device),
-               _timed_after_pause(compressed.unet, cfg.latency_batch, device))
-              for _ in range(LATENCY_ROUNDS)]
-    ratios = sorted(b["median_s"] / c["median_s"] for b, c in rounds)
-    base_lat, run_lat = (min((r[i] for r in rounds), key=lambda x: x["median_s"]) for i in (0, 1))
-    result["base_latency"], result["latency"] = base_lat, run_lat
-    result["speedup"] = ratios[len(ratios) // 2]
-    result["speedup_rounds"] = ratios
+    result.update(latency_vs_base(base.unet, compressed.unet, cfg.latency_batch, device))
     images = generate(compressed.unet.to(device), dict(compressed.scheduler.config),
                       sampler="ddim", steps=ev["steps"], n=min(ev["n"], 256), seed=recipe.seed,
                       device=device)
@@ -282,6 +275,51 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
 
     layers(base.unet, torch_unet(compressed.unet).cpu()).to_csv(out / LAYERS, index=False)
     return result
+
+
+def latency_vs_base(base_unet, unet, batch_size: int, device: str) -> dict:
+    """Step latency of ``unet`` and its ratio to ``base_unet``, timed in LATENCY_ROUNDS
+    alternating rounds on the same device and threads, so that a slow spell of a shared
+    machine hits both: ``speedup`` is the median of the rounds' ratios."""
+    rounds = [(_timed_after_pause(base_unet, batch_size, device),
+               _timed_after_pause(unet, batch_size, device)) for _ in range(LATENCY_ROUNDS)]
+    ratios = sorted(b["median_s"] / c["median_s"] for b, c in rounds)
+    fastest = [min((r[i] for r in rounds), key=lambda x: x["median_s"]) for i in (0, 1)]
+    return {"base_latency": fastest[0], "latency": fastest[1],
+            "speedup": ratios[len(ratios) // 2], "speedup_rounds": ratios}
+
+
+def remeasure_latency(store: RunStore, run_id: str, device: str = "cpu",
+                      progress: Optional[Progress] = None) -> dict:
+    """Time a stored run against its base again (e.g. once the machine is quiet) and update
+    its metrics in place; the previous figures are kept under ``latency_history``."""
+    from .models import load_base
+
+    run = store.load(run_id)
+    if run["status"].get("status") != "done":
+        raise LiteDiffError(f"run {run_id} is not finished")
+    model_dir = store.root / run_id / MODEL
+    if not model_dir.is_dir():
+        raise LiteDiffError(f"run {run_id} has no saved model (cached results ship without "
+                            f"weights: regenerate them to time them)")
+    m = run["metrics"]
+    batch = int(run["recipe"].get("eval", {}).get("latency_batch", m.get("setup", {}).get(
+        "latency_batch", 16)))
+    base = load_base(run["recipe"]["base"])
+    compressed = load_base(str(model_dir))
+    from .compress.quant_onnx import OnnxUNet
+
+    if isinstance(compressed.unet, OnnxUNet):
+        device = "cpu"  # as when it was measured first
+    report(progress, 0, 1, f"timing {run_id}")
+    new = latency_vs_base(base.unet, compressed.unet, batch, device)
+    old = {k: m.get(k) for k in ("latency", "base_latency", "speedup", "speedup_rounds")}
+    m["latency_history"] = m.get("latency_history", []) + [old]
+    m.update(new)
+    m["latency_remeasured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    _write_json(store.root / run_id / METRICS, m)
+    report(progress, 1, 1, f"{run_id}: {new['speedup']:.2f}×")
+    return new
 
 
 def _timed_after_pause(unet, batch_size: int, device: str) -> dict:

@@ -128,6 +128,19 @@ def test_cli_compress_and_runs(tmp_path, base_folder, capsys):
     assert json.loads(captured.out)["runs"] == 1 and "done" in captured.err
     (tmp_path / "broken.yaml").write_text("base: [")
     assert main(["compress", str(tmp_path / "broken.yaml"), "--store", store]) == 2
+    # remeasure: new alternating rounds replace the figures, the old ones are kept
+    run_id = RunStore(store).table().loc[0, "id"]
+    before = RunStore(store).load(run_id)["metrics"]
+    assert main(["runs", "--store", store, "--remeasure", "all"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["remeasured"]) == [run_id]
+    after = RunStore(store).load(run_id)["metrics"]
+    assert after["latency_history"] == [{k: before[k] for k in (
+        "latency", "base_latency", "speedup", "speedup_rounds")}]
+    assert len(after["speedup_rounds"]) == 3 and after["latency_remeasured"]
+    assert after["speedup"] == sorted(after["speedup_rounds"])[1]
+    assert after["latency"]["batch_size"] == EVAL["latency_batch"]
+    assert RunStore(store).table().loc[0, "speedup"] == after["speedup"]
+    assert main(["runs", "--store", store, "--remeasure", "nosuchrun"]) == 2  # a clear message
 
 
 def test_every_preset_builds_a_valid_recipe():
