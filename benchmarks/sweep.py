@@ -125,6 +125,11 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="evaluation DDIM steps")
     p.add_argument("--ft", type=int, default=400, help="fine-tune steps (≤ 10%% of the base's)")
     p.add_argument("--quick", action="store_true", help="only 50%% and fewer methods")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite the results file from the store (run nothing)")
+    p.add_argument("--reverse", action="store_true",
+                   help="last recipe first: a second process on the same store meets the first "
+                        "in the middle (each finished run is reused by the other)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results.md")
     args = p.parse_args(argv)
@@ -132,14 +137,20 @@ def main(argv=None) -> int:
     store = RunStore(args.store)
     ev = {"n": args.n, "steps": args.steps}
     todo = recipes(args.base, args.ft, ratios, ev)
-    command = "python benchmarks/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    for i, recipe in enumerate(todo):
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/sweep.py " + " ".join(a for a in argv if a not in ("--reverse", "--report"))
+    if args.report:
+        todo_run = []
+    else:
+        todo_run = reversed(list(enumerate(todo))) if args.reverse else enumerate(todo)
+    for i, recipe in todo_run:
         print(f"[{i + 1}/{len(todo)}] {recipe.name}", file=sys.stderr)
         try:
             run_recipe(recipe, store, progress=TqdmProgress(recipe.name[:30]), device=args.device)
         except LiteDiffError as e:
             print(f"  failed: {e}", file=sys.stderr)
         write_results(store, Path(args.out), command, todo)  # after every run: a cut pass still reports
+    write_results(store, Path(args.out), command, todo)
     return 0
 
 

@@ -53,8 +53,11 @@ def main() -> None:
         return
     refs = list(choices)
     focus = st.session_state.get("layers_focus")
+    if focus not in refs:  # open on a compressed run: the dense base's map is all "kept"
+        methods = table.set_index("ref")["method"]
+        focus = next((r for r in refs if methods.get(r) != "base (dense)"), refs[0])
     ref = st.selectbox("Run", refs, format_func=choices.get, key="ly_run",
-                       index=refs.index(focus) if focus in refs else 0)
+                       index=refs.index(focus))
     store, run_id = ui.resolve(ref)
     run = store.load(run_id)
     layers = store.layers(run_id)

@@ -276,6 +276,18 @@ def test_layers_heatmap_blocks_and_difference(with_runs):
     assert max(sparsity) > 0.3  # the unstructured run zeroed weights
 
 
+def test_layers_opens_on_a_compressed_run(tiny, env):
+    import os
+
+    shutil.copytree(tiny.store, env.runs)
+    dense = run_recipe(Recipe(base=tiny.base, eval=EVAL, name="dense"), RunStore(env.runs),
+                       device="cpu")
+    os.utime(dense, (1, 1))  # the oldest run: listed first
+    at = ok(page("layers"))
+    box = at.selectbox(key="ly_run")
+    assert box.options[0].startswith("dense") and box.value == f"yours:{tiny.ids[0]}"
+
+
 # ----------------------------------------------------------------------------- Samples
 
 def test_samples_sampler_grid_is_timed_and_downloadable(with_runs):
