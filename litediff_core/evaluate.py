@@ -34,6 +34,18 @@ class EvalConfig:
     bootstrap: Optional[int] = None   # None: 200 resamples (20 for Inception features)
 
 
+def classifier_confidence(images: torch.Tensor) -> float:
+    """Mean max-probability the shipped Fashion-MNIST classifier gives ``images`` (float
+    [-1, 1], N×1×28×28): a cheap per-grid quality figure (recognisable garments score high),
+    meaningful for Fashion-MNIST models only."""
+    from .models.classifier import load_classifier
+
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise LiteDiffError(f"the Fashion-MNIST classifier reads 1×28×28 images, not "
+                            f"{'×'.join(map(str, images.shape[1:]))}")
+    return load_classifier().probabilities(images.float()).max(1).values.mean().item()
+
+
 def quality_gate(images: torch.Tensor, classes=None) -> dict:
     """The embedded model's gate: mean max-probability of the Fashion-MNIST classifier ≥ 0.80 and
     every class between 4% and 16% of the samples. ``images``: float [-1, 1], N×1×28×28."""

@@ -7,6 +7,7 @@ import streamlit as st
 
 from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
+from litediff_core.evaluate import classifier_confidence
 from litediff_core.samplers import SAMPLERS, grid
 from pages import _shared as ui
 
@@ -110,13 +111,24 @@ def show_comparison(req: dict) -> None:
         return
     setup = f"{label}, {req['n']} images per cell, seed {req['seed']}, {device}"
     st.markdown(f"**{setup}** — rows: samplers, columns: steps")
+    fmnist = ui.load_model(source, stamp).meta.dataset == "fashion-mnist"
     for sampler in req["samplers"]:
         cols = st.columns(len(steps))
         for col, k in zip(cols, steps):
             images, seconds = cells[sampler, k]
+            quality = (f"; classifier confidence {classifier_confidence(images):.2f}"
+                       if fmnist else "")
             col.image(grid(images, nrow=min(req["n"], 8)), width="stretch",
                       caption=f"{sampler}, {k} steps — {seconds:.2f} s wall "
-                              f"({seconds / req['n'] * 1000:.0f} ms/image)")
+                              f"({seconds / req['n'] * 1000:.0f} ms/image){quality}")
+    if fmnist:
+        st.caption(f"Classifier confidence: the mean max-probability the shipped Fashion-MNIST "
+                   f"classifier (litediff-fmnist-cnn-v1) gives the {req['n']} images of a cell "
+                   f"(0.1 = no garment recognised, 1 = certain); the dense embedded model scores "
+                   f"0.88 over 1,000 DDIM-50 samples. A quick figure, not an FID.")
+    else:
+        st.caption("No per-cell quality figure: the shipped classifier knows Fashion-MNIST only; "
+                   "compare FIDs of stored runs instead.")
     import torch
 
     order = [(s, k) for s in req["samplers"] for k in steps]

@@ -158,8 +158,10 @@ def test_apply_masks_reapplies_and_replaces(tiny_unet, ddpm_scheduler):
 
 
 def test_protecting_everything_prunable_is_refused(ddpm_scheduler):
-    class Tiny(nn.Module):
-        pass
+    class Tiny(nn.Module):  # weights, but no Conv2d / Linear to prune
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.GroupNorm(1, 4)
 
     with pytest.raises(LiteDiffError, match="nothing to prune"):
         UnstructuredPrune().apply(CompressState(unet=Tiny(), scheduler=ddpm_scheduler))

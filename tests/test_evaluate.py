@@ -46,3 +46,19 @@ def test_evaluate_embedded_reports_every_figure_with_its_setup():
     good = evaluate(base, EvalConfig(n=40, steps=20, batch_size=40, device="cpu",
                                      latency_batch=4))["fidelity"]["fid"]
     assert good < few
+
+
+def test_classifier_confidence_is_high_on_garments_low_on_noise():
+    from litediff_core.data import DEBIAN_FASHION_MNIST, load_dataset
+    from litediff_core.errors import LiteDiffError
+    from litediff_core.evaluate import classifier_confidence
+
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("dataset-fashion-mnist not installed")
+    real = torch.stack([load_dataset("fashion-mnist", "test")[i] for i in range(64)])
+    noise = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert classifier_confidence(real) > 0.85 > classifier_confidence(noise)
+    assert classifier_confidence(real[:32]) == pytest.approx(
+        (classifier_confidence(real[:16]) + classifier_confidence(real[16:32])) / 2, abs=1e-6)
+    with pytest.raises(LiteDiffError, match="1×28×28"):
+        classifier_confidence(torch.zeros(2, 3, 32, 32))

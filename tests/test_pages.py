@@ -303,6 +303,18 @@ def test_samples_sampler_grid_is_timed_and_downloadable(with_runs):
     captions = " ".join(i.caption for c in cells for i in c.proto.imgs)
     assert "ddim, 1 steps" in captions and "dpm-solver++, 2 steps" in captions
     assert captions.count("s wall") == 4
+    # each cell's quality figure is the classifier's confidence in exactly that cell's images
+    import re
+
+    from litediff_core.evaluate import classifier_confidence
+    from litediff_core.models import load_base
+    from litediff_core.samplers import generate
+
+    shown = re.findall(r"ddim, 2 steps — [^;]*; classifier confidence (\d\.\d\d)", captions)
+    tiny = load_base(with_runs.base)
+    images = generate(tiny.unet, dict(tiny.scheduler.config), sampler="ddim", steps=2, n=2,
+                      seed=0, device="cpu")
+    assert shown == [f"{classifier_confidence(images):.2f}"]
     assert [d.proto.label for d in at.get("download_button")] == [
         "Download PNG (one row per cell)"]
     # a stored run's model, and bad input that leaves the page up
