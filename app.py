@@ -41,14 +41,33 @@ def home():
     from litediff_core.device import DEVICES, resolve_device
     from litediff_core.errors import LiteDiffError
     from pages._shared import load_model, size_of  # shared with the pages (cached per process)
-    with st.sidebar:
-        source = st.text_input("Base model", value="embedded",
-                               help="embedded, a local diffusers folder, or a hub id "
+    from pages._shared import dataset_shape
+
+    state = st.session_state
+    with st.sidebar:  # kept under _kept_* keys: Streamlit forgets widgets of pages not shown
+        source = st.text_input("Base model", value=state.get("_kept_cp_base", "embedded"),
+                               key="home_base", help="embedded, a local diffusers folder, or a hub id "
                                     "such as google/ddpm-cifar10-32")
-        device_choice = st.selectbox("Device", DEVICES)
+        dataset = st.text_input("Dataset (blank: the model's own)",
+                                value=state.get("_kept_cp_dataset", ""), key="home_dataset",
+                                help="fashion-mnist, mnist, cifar10 or folder:<path>; what "
+                                     "compression fine-tunes on and FIDs compare against")
+        devices = list(DEVICES)
+        device_choice = st.selectbox("Device", devices, key="home_device", index=devices.index(
+            state.get("_kept_cp_device", devices[0])))
+    # the Compress page starts from the same choices
+    state["_kept_cp_base"], state["_kept_cp_dataset"] = source, dataset
+    state["_kept_cp_device"] = device_choice
     try:
         device = resolve_device(device_choice)
         base = load_model(source)
+        if dataset.strip():
+            shape = dataset_shape(dataset.strip())
+            if shape != (base.meta.channels, base.meta.resolution):
+                raise LiteDiffError(
+                    f"{dataset.strip()} has {shape[0]}×{shape[1]}×{shape[1]} images but the "
+                    f"model makes {base.meta.channels}×{base.meta.resolution}×"
+                    f"{base.meta.resolution}: pick the dataset the model was trained on")
     except LiteDiffError as e:
         st.error(str(e))
         return
@@ -62,8 +81,10 @@ def home():
     cols[2].metric("Weights on disk", f"{size['bytes'] / 2**20:.2f} MiB")
     cols[3].metric(f"Step latency ({device}, batch {lat['batch_size']})",
                    f"{lat['median_s'] * 1000:.0f} ms")
+    chosen = dataset.strip() or meta.dataset or "unknown"
     st.caption(f"{meta.channels}×{meta.resolution}×{meta.resolution} images · dataset: "
-               f"{meta.dataset or 'unknown'} · loaded from {meta.path}")
+               f"{chosen}{' (the model’s own)' if not dataset.strip() else ''} · loaded from "
+               f"{meta.path}")
     left, right = st.columns([3, 2])
     with left:
         steps = st.slider("DDIM steps", 5, 100, 25, 5)

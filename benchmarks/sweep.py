@@ -13,6 +13,7 @@ store are reused (same recipe → same key).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -90,26 +91,32 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     t = store.table()
     t = t[t["status"] == "done"]
     not_run = [r.name for r in todo if store.find(r) is None]
-    base_fid = t.loc[t["method"] == "base (dense)", "fid"]
+    order = {r.key()[:12]: i for i, r in enumerate(todo)}  # the sweep's order, extras last
+    t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
+    dense = t[t["method"] == "base (dense)"]
+    base_fid = dict(zip(dense["eval"], dense["fid"]))  # ΔFID within one evaluation setup
     lines = [
         "# Compression sweep on the embedded default model", "",
-        f"Command: `{command}`  ", f"Machine: {platform.machine()}, {torch.get_num_threads()} "
-        f"threads, torch {torch.__version__}; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
+        f"Command: `{command}`  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
         "FID: classifier features (litediff-fmnist-cnn-v1), not Inception — not comparable to "
         "papers. Latency: median of one denoising step, batch in the eval setup, CPU; "
         "speed-up = base latency / run latency, both measured in the same run. Unstructured "
         "sparsity keeps dense MACs and dense latency.", "",
-        "| run | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
-        "latency ms | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | samples | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
+        "latency ms (threads) | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in t.iterrows():
-        d = (row["fid"] / base_fid.iloc[0] - 1) if len(base_fid) else None
+        d = (row["fid"] / base_fid[row["eval"]] - 1) if row["eval"] in base_fid else None
+        lat = store.load(row["id"])["metrics"].get("latency", {})
         lines.append(
-            f"| {row['name']} | {fmt(row['fid'], '.2f')} [{fmt(row['fid_lo'], '.2f')}, "
+            f"| {row['name']} | {row['eval'].split(' samples')[0]} | {fmt(row['fid'], '.2f')} "
+            f"[{fmt(row['fid_lo'], '.2f')}, "
             f"{fmt(row['fid_hi'], '.2f')}] | {fmt(d, '+.1%')} | {fmt(row['ssim_to_base'], '.3f')}"
             f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
-            f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} | "
+            f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
+            f"({lat.get('threads', '?')}) | "
             f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
     if not_run:
         lines += ["", f"Not run yet ({len(not_run)}; rerun the command: finished runs are reused): "

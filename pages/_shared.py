@@ -50,6 +50,15 @@ def load_model(source: str, stamp: float = 0.0):
     return load_base(source)
 
 
+@st.cache_data(show_spinner="Reading the dataset…")
+def dataset_shape(name: str) -> tuple:
+    """(channels, resolution) of a dataset's images."""
+    from litediff_core.data import load_dataset
+
+    data = load_dataset(name, "test")
+    return data.channels, data.resolution
+
+
 @st.cache_data(show_spinner="Measuring size and MACs…")
 def size_of(source: str) -> dict:
     from litediff_core.metrics import size_report

@@ -88,8 +88,13 @@ def main() -> None:
                        key="pa_x")
     setups = sorted(done["eval"].dropna().unique())
     if len(setups) > 1:
-        common = done["eval"].value_counts().index[0]  # the setup most runs share
-        chosen = st.multiselect("Evaluation setups", setups, default=[common], key="pa_setups",
+        # the setup most runs share, and that of your newest run (so a new run shows at once)
+        default = [done["eval"].value_counts().index[0]]
+        own = done[done["store"] == "yours"].dropna(subset=["eval"])
+        if not own.empty:
+            newest = own.sort_values("created")["eval"].iloc[-1]
+            default += [newest] if newest not in default else []
+        chosen = st.multiselect("Evaluation setups", setups, default=default, key="pa_setups",
                                 help="points are comparable within one setup")
         if len(chosen) > 1:
             st.warning("The points come from different evaluation setups (sample count, "

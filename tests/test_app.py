@@ -2,6 +2,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from litediff_core.data import DEBIAN_FASHION_MNIST
 from litediff_core.metrics import size_report
 from litediff_core.models import load_base
 
@@ -23,3 +24,28 @@ def test_home_explains_a_bad_model_source_and_stays_up():
     at.sidebar.text_input[0].set_value("no/such-model-offline").run()
     assert not at.exception
     assert at.error and "local folder" in at.error[0].value
+
+
+def test_home_dataset_must_fit_the_model_and_carries_to_compress():
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.text_input(key="home_dataset").set_value("no-such-dataset").run()
+    assert not at.exception and "unknown dataset" in at.error[0].value
+    if DEBIAN_FASHION_MNIST.is_dir():
+        at.text_input(key="home_dataset").set_value("fashion-mnist").run()
+        assert not at.exception and not at.error
+        assert "dataset: fashion-mnist ·" in " ".join(c.value for c in at.caption)
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception
+    assert at.text_input(key="cp_dataset").value == at.session_state["_kept_cp_dataset"]
+
+
+def test_home_refuses_a_dataset_of_other_channels(tmp_path):
+    """A 3-channel image folder against the 1-channel embedded model: a clear message."""
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (28, 28), (i * 100, 0, 0)).save(tmp_path / f"{i}.png")
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.text_input(key="home_dataset").set_value(f"folder:{tmp_path}").run()
+    assert not at.exception
+    assert "3×" in at.error[0].value and "1×28×28" in at.error[0].value

@@ -165,21 +165,23 @@ def test_pareto_selects_change_the_figure_and_a_click_shows_the_run(with_runs):
     assert len(at.get("image")) == 1 and at.session_state["layers_focus"] == ref
 
 
-def test_pareto_shows_the_most_common_setup_first(tiny, env):
-    """Runs of two evaluation setups: the page starts on the one most runs share, and mixing
-    them is the user's choice, with a warning."""
-    shutil.copytree(tiny.store, env.runs)
+def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
+    """Runs of two evaluation setups: the page starts on the one most runs share plus that of
+    your newest run, with a warning when they differ; one setup alone has no warning."""
+    shutil.rmtree(env.cached)
+    shutil.copytree(tiny.store, env.cached)  # two cached runs, 16 samples each
     other = run_recipe(Recipe(base=tiny.base, eval={**EVAL, "n": 12}, name="other setup"),
                        RunStore(env.runs), device="cpu")
     at = ok(page("pareto"))
     setups = at.multiselect(key="pa_setups")
-    assert len(setups.options) == 2 and len(setups.value) == 1 and "16 samples" in setups.value[0]
-    assert "(2)" in next(c.value for c in at.caption if "One point per" in c.value)
-    assert not at.warning
-    setups.set_value(setups.options).run()
-    assert "different evaluation setups" in ok(at).warning[0].value
+    assert len(setups.options) == 2 and len(setups.value) == 2
+    assert "different evaluation setups" in at.warning[0].value
     assert "(3)" in next(c.value for c in at.caption if "One point per" in c.value)
     assert other.name in {p["ref"].split(":")[1] for p in _pareto_points(at)}
+    common = next(v for v in setups.value if "16 samples" in v)
+    setups.set_value([common]).run()
+    assert not ok(at).warning
+    assert "(2)" in next(c.value for c in at.caption if "One point per" in c.value)
 
 
 def _pareto_points(at):
