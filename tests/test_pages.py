@@ -184,6 +184,39 @@ def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
     assert "(2)" in next(c.value for c in at.caption if "One point per" in c.value)
 
 
+def test_pareto_overlays_reported_points_only_when_listed(with_runs, monkeypatch):
+    import pandas as pd
+
+    from pages import _shared
+
+    at = ok(page("pareto"))
+    assert any("never invented" in c.value for c in at.caption)  # none listed: none drawn
+    listed = pd.DataFrame([{"paper": "Test paper", "method": "test method", "metric": "fid",
+                            "value": 50.0, "params_m": 0.1, "source_note": "test data"}])
+    monkeypatch.setattr(_shared, "reported_points", lambda: listed)
+    at = ok(page("pareto"))
+    names = [t.get("name") for t in figures(at)[0]["data"]]
+    assert "reported, different setup" not in names  # opt-in
+    at.checkbox(key="pa_reported").check().run()
+    trace = next(t for t in figures(ok(at))[0]["data"]
+                 if t.get("name") == "reported, different setup")
+    assert _values(trace["x"]) == [0.1] and _values(trace["y"]) == [50.0]
+    assert list(trace["text"]) == ["Test paper"]
+    at.selectbox(key="pa_x").select("macs").run()
+    assert any("only as FID vs parameters" in c.value for c in ok(at).caption)
+
+
+def _values(array) -> list:
+    """A plotly array as a list (plotly 7 sends numbers as base64 typed arrays)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def _pareto_points(at):
     return [{"ref": c[0]} for t in figures(at)[0]["data"] for c in t.get("customdata", [])]
 
