@@ -59,7 +59,8 @@ def recipes(base: str, ft: int, ratios, ev: dict):
     out.append(r(f"structured l1 30% + FT {ft} lr 1e-3", [
         {"stage": "structured-prune", "config": {"ratio": 0.3, "importance": "l1"}},
         {"stage": "finetune", "config": {"steps": ft, "lr": 1e-3}}]))
-    out += [unstructured(m, p) for m in ("l1", "tiny-diffusion") for p in ratios]
+    mid = ratios[len(ratios) // 2]
+    out += [unstructured("l1", p) for p in ratios[:2]] + [unstructured("tiny-diffusion", mid)]
     out.append(r(f"KD(BM, Prune(BM, 30%)) {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.3}},
         {"stage": "distill", "config": {"steps": ft}}]))
@@ -72,6 +73,8 @@ def recipes(base: str, ft: int, ratios, ev: dict):
     out.append(r(f"ONNX int8 of structured l1 50% + FT {ft}", [
         {"stage": "structured-prune", "config": {"ratio": 0.5}}, ft_stage(),
         {"stage": "quant-onnx-int8"}]))
+    out += [unstructured("l1", p) for p in ratios[2:]]
+    out += [unstructured("tiny-diffusion", p) for p in ratios if p != mid]
     out += [structured("random", p) for p in ratios]
     out += [structured("l1", p, global_pruning=True) for p in ratios]
     out += [unstructured(m, p) for m in ("global", "random") for p in ratios]
