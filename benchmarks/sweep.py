@@ -121,6 +121,12 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
             f"({lat.get('threads', '?')}) | "
             f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
+    retimed = [r for r in t["id"] if store.load(r)["metrics"].get("latency_remeasured")]
+    if retimed:
+        lines.insert(6, f"Latency and speed-up of {len(retimed)} of {len(t)} runs were re-timed "
+                        "with the machine otherwise idle (`litediff runs --remeasure all --store "
+                        f"{store.root}`); their metrics keep the first figures under "
+                        "`latency_history`.\n")
     if not_run:
         lines += ["", f"Not run yet ({len(not_run)}; rerun the command: finished runs are reused): "
                   + "; ".join(not_run) + "."]
