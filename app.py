@@ -40,8 +40,7 @@ def home():
     # torch, diffusers… load after the title is on screen (the first visit imports them)
     from litediff_core.device import DEVICES, resolve_device
     from litediff_core.errors import LiteDiffError
-    from pages._shared import load_model, size_of  # shared with the pages (cached per process)
-    from pages._shared import dataset_shape
+    from pages._shared import dataset_shape, load_model, size_of  # cached per process
 
     state = st.session_state
     with st.sidebar:  # kept under _kept_* keys: Streamlit forgets widgets of pages not shown

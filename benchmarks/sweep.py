@@ -98,6 +98,8 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
     dense = t[t["method"] == "base (dense)"]
     base_fid = dict(zip(dense["eval"], dense["fid"]))  # ΔFID within one evaluation setup
+    metrics = {r: store.load(r)["metrics"] for r in t["id"]}
+    retimed = sum(bool(m.get("latency_remeasured")) for m in metrics.values())
     lines = [
         "# Compression sweep on the embedded default model", "",
         f"Command: `{command}`  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -106,13 +108,16 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
         "papers. Latency: median of one denoising step, batch in the eval setup, CPU; "
         "speed-up = base latency / run latency, both measured in the same run. Unstructured "
         "sparsity keeps dense MACs and dense latency.", "",
+        *([f"Latency and speed-up of {retimed} of {len(t)} runs were re-timed with the machine "
+           f"otherwise idle (`litediff runs --remeasure all --store {store.root}`); their metrics "
+           f"keep the first figures under `latency_history`.", ""] if retimed else []),
         "| run | samples | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
         "latency ms (threads) | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in t.iterrows():
         d = (row["fid"] / base_fid[row["eval"]] - 1) if row["eval"] in base_fid else None
-        lat = store.load(row["id"])["metrics"].get("latency", {})
+        lat = metrics[row["id"]].get("latency", {})
         lines.append(
             f"| {row['name']} | {row['eval'].split(' samples')[0]} | {fmt(row['fid'], '.2f')} "
             f"[{fmt(row['fid_lo'], '.2f')}, "
@@ -121,12 +126,6 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
             f"({lat.get('threads', '?')}) | "
             f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
-    retimed = [r for r in t["id"] if store.load(r)["metrics"].get("latency_remeasured")]
-    if retimed:
-        lines.insert(6, f"Latency and speed-up of {len(retimed)} of {len(t)} runs were re-timed "
-                        "with the machine otherwise idle (`litediff runs --remeasure all --store "
-                        f"{store.root}`); their metrics keep the first figures under "
-                        "`latency_history`.\n")
     if not_run:
         lines += ["", f"Not run yet ({len(not_run)}; rerun the command: finished runs are reused): "
                   + "; ".join(not_run) + "."]

@@ -145,11 +145,11 @@ def cmd_runs(args) -> dict:
 
         ids = list(table.loc[table["status"] == "done", "id"]) if args.remeasure == "all" \
             else [args.remeasure]
-        timed = {}
+        timed, bases = {}, {}
         for run_id in ids:
             try:
-                timed[run_id] = round(remeasure_latency(_store(args), run_id, args.device)[
-                    "speedup"], 3)
+                timed[run_id] = round(remeasure_latency(_store(args), run_id, args.device,
+                                                        bases=bases)["speedup"], 3)
             except LiteDiffError as e:
                 if args.remeasure != "all":
                     raise

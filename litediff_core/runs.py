@@ -290,9 +290,10 @@ def latency_vs_base(base_unet, unet, batch_size: int, device: str) -> dict:
 
 
 def remeasure_latency(store: RunStore, run_id: str, device: str = "cpu",
-                      progress: Optional[Progress] = None) -> dict:
+                      progress: Optional[Progress] = None, bases: Optional[dict] = None) -> dict:
     """Time a stored run against its base again (e.g. once the machine is quiet) and update
-    its metrics in place; the previous figures are kept under ``latency_history``."""
+    its metrics in place; the previous figures are kept under ``latency_history``. ``bases``
+    (source → loaded base) lets a loop over many runs load each base once."""
     from .models import load_base
 
     run = store.load(run_id)
@@ -303,9 +304,10 @@ def remeasure_latency(store: RunStore, run_id: str, device: str = "cpu",
         raise LiteDiffError(f"run {run_id} has no saved model (cached results ship without "
                             f"weights: regenerate them to time them)")
     m = run["metrics"]
-    batch = int(run["recipe"].get("eval", {}).get("latency_batch", m.get("setup", {}).get(
-        "latency_batch", 16)))
-    base = load_base(run["recipe"]["base"])
+    batch = int(Recipe.from_dict(run["recipe"]).eval["latency_batch"])
+    bases = {} if bases is None else bases
+    source = run["recipe"]["base"]
+    base = bases[source] = bases.get(source) or load_base(source)
     compressed = load_base(str(model_dir))
     from .compress.quant_onnx import OnnxUNet
 
