@@ -52,6 +52,8 @@ def recipes(base: str, ft: int, ratios, ev: dict):
 
     out = [r("dense base", []),
            r("ONNX Runtime int8", [{"stage": "quant-onnx-int8"}]),
+           r("ONNX Runtime int8, min/max ranges",
+             [{"stage": "quant-onnx-int8", "config": {"calibration": "minmax"}}]),
            r("dynamic int8 (Linear only)", [{"stage": "quant-dynamic"}]),
            r("simulated W8A8", [{"stage": "quant-simulated"}])]
     out += [structured(imp, p) for imp in ("l1", "taylor", "diff-pruning") for p in ratios]
@@ -145,6 +147,9 @@ def main(argv=None) -> int:
     p.add_argument("--reverse", action="store_true",
                    help="last recipe first: a second process on the same store meets the first "
                         "in the middle (each finished run is reused by the other)")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the recipes whose name contains TEXT (repeatable); the "
+                        "results file still lists the whole sweep")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results.md")
     args = p.parse_args(argv)
@@ -153,12 +158,20 @@ def main(argv=None) -> int:
     ev = {"n": args.n, "steps": args.steps}
     todo = recipes(args.base, args.ft, ratios, ev)
     argv = sys.argv[1:] if argv is None else argv
-    command = "python benchmarks/sweep.py " + " ".join(a for a in argv if a not in ("--reverse", "--report"))
+    shown, rest = [], iter(argv)  # the command that makes the whole table
+    for a in rest:
+        if a == "--only":
+            next(rest, None)
+        elif a not in ("--reverse", "--report") and not a.startswith("--only="):
+            shown.append(a)
+    command = "python benchmarks/sweep.py " + " ".join(shown)
     if args.report:
         todo_run = []
     else:
         todo_run = reversed(list(enumerate(todo))) if args.reverse else enumerate(todo)
     for i, recipe in todo_run:
+        if args.only and not any(text in recipe.name for text in args.only):
+            continue
         print(f"[{i + 1}/{len(todo)}] {recipe.name}", file=sys.stderr)
         try:
             run_recipe(recipe, store, progress=TqdmProgress(recipe.name[:30]), device=args.device)

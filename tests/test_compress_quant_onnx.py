@@ -57,7 +57,10 @@ def test_registry_and_options():
     options = {o["name"]: o for o in describe_stage("quant-onnx-int8")}
     assert options["op_types"]["default"] == ["Conv", "MatMul", "Gemm"]
     assert options["activation_type"]["choices"] == ["uint8", "int8"]
-    for bad in ({"op_types": []}, {"threads": -1}, {"calib_images": 0}):
+    assert options["calibration"]["choices"] == ["percentile", "minmax"]
+    assert options["calibration"]["default"] == "percentile" and options["reduce_range"]["default"]
+    for bad in ({"op_types": []}, {"threads": -1}, {"calib_images": 0}, {"percentile": 50},
+                {"calibration": "entropy"}):
         with pytest.raises(LiteDiffError):
             OnnxInt8(**bad)
 
@@ -103,7 +106,7 @@ def test_int8_output_close_finite_and_really_int8(quantized):
                if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
     assert len(weights) >= convs  # every quantized conv has its int8 weight tensor
     assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == 64
-    assert "7-bit weights" in state.notes[-1]
+    assert "7-bit weights" in state.notes[-1] and "99.99th percentile" in state.notes[-1]
 
 
 def test_calibration_reader_yields_expected_samples(tiny_unet, ddpm_scheduler):
@@ -178,3 +181,25 @@ def test_torch_stages_refuse_the_onnx_model(quantized, ddpm_scheduler):
     DynamicInt8().apply(dynamic)
     with pytest.raises(LiteDiffError, match="quant-dynamic"):
         OnnxInt8(**CALIB).apply(dynamic)
+
+
+def test_percentile_calibration_narrows_activation_ranges(quantized):
+    """The 99.99th-percentile ranges (the default) are never wider than min/max ranges from the
+    same calibration inputs, and some are narrower (the option reaches ORT's calibrator)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def activation_scales(model_bytes):
+        graph = onnx.load_from_string(bytes(model_bytes)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+    base, state = quantized
+    minmax = CompressState.start(base, state.scheduler)  # the same calibration inputs
+    OnnxInt8(**CALIB, threads=1, calibration="minmax").apply(minmax)
+    assert "min/max ranges" in minmax.notes[-1]
+    p, m = activation_scales(state.unet.model_bytes), activation_scales(minmax.unet.model_bytes)
+    assert p.keys() == m.keys() and len(p) > 10
+    assert all(p[k] <= m[k] * (1 + 1e-6) for k in p)
+    assert sum(p[k] < 0.99 * m[k] for k in p) > 0

@@ -15,7 +15,10 @@ Steps (the recipe that was fastest on this kind of CPU, see ``shared/pitfalls.md
    first and last convolution left in fp32 (``keep_first_last``). Activation ranges come from a
    ``CalibrationDataReader`` fed with timestep-aware calibration inputs (:mod:`._calibration`:
    the fp32 model samples from fixed noise and the UNet input at every ``calib_every``-th step
-   is kept, as in Q-Diffusion / PTQ4DM).
+   is kept, as in Q-Diffusion / PTQ4DM); by default each range is the 99.99th percentile of
+   |x| (``calibration``), which clips rare outliers and resolves the rest finer: on the
+   embedded model, 64 DDIM-50 samples from the same noise as fp32 had SSIM 0.977 / PSNR 34.4 dB
+   against 0.954 / 32.0 dB with min/max ranges.
 4. :class:`OnnxUNet`, a small ``torch.nn.Module`` running an ``InferenceSession``, replaces
    ``state.unet``: it has the UNet's ``config``, ``eval()``, ``to("cpu")``, and returns an object
    with ``.sample``, so :func:`litediff_core.samplers.generate` and
@@ -56,6 +59,7 @@ from .unstructured import make_permanent
 
 OP_TYPES = ("Conv", "MatMul", "Gemm")
 ACTIVATION_TYPES = ("uint8", "int8")
+CALIBRATION_METHODS = ("percentile", "minmax")
 INT8_FILE, FP32_FILE = "onnx/unet_int8.onnx", "onnx/unet_fp32.onnx"
 
 
@@ -268,10 +272,13 @@ def first_and_last_conv(model) -> List[str]:
 def quantize_onnx(fp32_bytes: bytes, calibration: List[CalibrationBatch],
                   op_types=OP_TYPES, per_channel: bool = True, keep_first_last: bool = True,
                   activation_type: str = "uint8", chunk: int = 16,
-                  reduce_range: bool = False) -> Tuple[bytes, dict]:
+                  reduce_range: bool = False, method: str = "minmax",
+                  percentile: float = 99.99) -> Tuple[bytes, dict]:
     """``(int8 bytes, info)``: ``quant_pre_process`` then static QDQ quantization of an fp32
-    export calibrated on ``calibration`` (min/max ranges: ORT's histogram calibrators keep
-    every activation of every batch in memory); ``info`` counts the quantized operators."""
+    export calibrated on ``calibration``: activation ranges from the min/max (``method`` =
+    "minmax") or the ``percentile`` of |x| ("percentile": ORT's histogram calibrator, which
+    keeps every activation of every batch in memory: ~3.5 GB for the embedded model's 320
+    calibration inputs); ``info`` counts the quantized operators."""
     _require_onnx()
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -291,7 +298,9 @@ def quantize_onnx(fp32_bytes: bytes, calibration: List[CalibrationBatch],
             per_channel=per_channel, reduce_range=reduce_range,
             activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activation_type],
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-            calibrate_method=CalibrationMethod.MinMax)
+            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options={"CalibPercentile": percentile} if method == "percentile" else {})
         int8 = (tmp / "int8.onnx").read_bytes()
     graph = onnx.load_from_string(int8).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -328,6 +337,10 @@ class OnnxInt8(Stage):
                                       ACTIVATION_TYPES)
         op_types: Tuple[str, ...] = option(OP_TYPES, "ONNX operators quantized", OP_TYPES)
         keep_first_last: bool = option(True, "leave the first and last convolution in fp32")
+        calibration: str = option("percentile", "activation ranges: the percentile of |x| "
+                                  "over the calibration inputs, or their min/max",
+                                  CALIBRATION_METHODS)
+        percentile: float = option(99.99, "percentile calibration: the percentile kept")
         calib_images: int = option(32, "calibration: images sampled")
         calib_steps: int = option(50, "calibration: sampling steps of the trajectory")
         calib_every: int = option(5, "calibration: record the UNet input every c-th step")
@@ -341,6 +354,9 @@ class OnnxInt8(Stage):
             raise LiteDiffError(f"{self.name}: choose at least one operator type")
         if c.threads < 0:
             raise LiteDiffError(f"{self.name}: threads must be 0 (follow torch) or positive")
+        if not 90.0 <= c.percentile <= 100.0:
+            raise LiteDiffError(f"{self.name}: percentile must be in [90, 100], not "
+                                f"{c.percentile}")
         check_calibration(self.name, c.calib_images, c.calib_steps, c.calib_every)
 
     def apply(self, state: CompressState, progress: Optional[Progress] = None,
@@ -365,7 +381,8 @@ class OnnxInt8(Stage):
         report(progress, 1, 3, f"{self.name}: calibrating and quantizing")
         int8, info = quantize_onnx(fp32, calibration, c.op_types, c.per_channel,
                                    c.keep_first_last, c.activation_type,
-                                   reduce_range=c.reduce_range)
+                                   reduce_range=c.reduce_range, method=c.calibration,
+                                   percentile=c.percentile)
         model = OnnxUNet(int8, source.config, c.threads, source, fp32)
         report(progress, 2, 3, f"{self.name}: checking")
         check = calibration[:1] + calibration[-1:] if len(calibration) > 1 else calibration
@@ -383,7 +400,9 @@ class OnnxInt8(Stage):
         state.note(f"real int8 (ONNX Runtime, static QDQ: "
                    f"{'per-channel' if c.per_channel else 'per-tensor'} "
                    f"{'7-bit' if c.reduce_range else 'int8'} weights, "
-                   f"{c.activation_type} activations, {'/'.join(c.op_types)}"
+                   f"{c.activation_type} activations ("
+                   f"{f'{c.percentile:g}th percentile' if c.calibration == 'percentile' else 'min/max'}"
+                   f" ranges), {'/'.join(c.op_types)}"
                    f"{', first and last conv in fp32' if c.keep_first_last else ''}): CPU only; "
                    f"the model is now an ONNX Runtime session, so PyTorch stages (pruning, "
                    f"fine-tuning) cannot follow it")
