@@ -4,7 +4,8 @@ embedded default, by CPU threads and batch size.
     python benchmarks/onnx_speed.py                   # writes benchmarks/onnx_speed.md
 
 The int8 model is made by the ``quant-onnx-int8`` stage with its defaults (static QDQ, per-channel
-int8 weights, uint8 activations, first/last conv fp32, calibrated over timesteps). For every
+7-bit weights, uint8 activations with 99.99th-percentile ranges, first/last conv fp32,
+calibrated over timesteps). For every
 (threads, batch) the three models are timed in ``--rounds`` alternating rounds (PyTorch, ORT fp32,
 ORT int8, PyTorch, …) so that load on this machine hits them alike; each figure is the median of
 the rounds' medians, and the ratios are taken round by round. Before each timing the machine idles ``--pause`` seconds: PyTorch's

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from litediff_core.device import cpu_info
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
 from litediff_core.recipes import Recipe
@@ -101,10 +102,12 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     dense = t[t["method"] == "base (dense)"]
     base_fid = dict(zip(dense["eval"], dense["fid"]))  # ΔFID within one evaluation setup
     metrics = {r: store.load(r)["metrics"] for r in t["id"]}
+    cpu = cpu_info()
     retimed = sum(bool(m.get("latency_remeasured")) for m in metrics.values())
     lines = [
         "# Compression sweep on the embedded default model", "",
-        f"Command: `{command}`  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Command: `{command}`  ", f"Machine: {platform.machine()} ({cpu['cpu']}, "
+        f"{'with' if cpu['vnni'] else 'without'} VNNI), {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
         "FID: classifier features (litediff-fmnist-cnn-v1), not Inception — not comparable to "
         "papers. Latency: median of one denoising step, batch in the eval setup, CPU; "

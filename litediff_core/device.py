@@ -25,3 +25,26 @@ def resolve_device(name: str = "auto") -> str:
                               and torch.backends.mps.is_available()):
         raise LiteDiffError("MPS was asked for but is not available on this machine")
     return name
+
+
+def cpu_info(cpuinfo: str = None) -> dict:
+    """The CPU's model name and whether it has VNNI int8 dot-product instructions (int8 results
+    from ONNX Runtime depend on it), parsed from ``cpuinfo`` (default: /proc/cpuinfo where
+    there is one; ``vnni`` is None where it cannot be told)."""
+    import platform
+
+    info = {"cpu": platform.processor() or platform.machine(), "vnni": None}
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return info
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            info["cpu"] = value.strip()
+        elif key.strip() == "flags":
+            info["vnni"] = any(f.endswith("vnni") for f in value.split())  # avx512_vnni, avx_vnni
+            break
+    return info

@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .data import load_dataset
 from .data.datasets import to_uint8
-from .device import resolve_device
+from .device import cpu_info, resolve_device
 from .errors import LiteDiffError
 from .progress import Progress
 
@@ -102,7 +102,8 @@ def evaluate(base, cfg: EvalConfig, progress: Optional[Progress] = None,
         "latency": step_latency(unet, batch_size=cfg.latency_batch, device=device),
         "fidelity": fid.to_dict() | {"label": fid.label()},
         "environment": {"litediff": __version__, "torch": torch.__version__,
-                        "machine": platform.machine(), "threads": torch.get_num_threads()},
+                        "machine": platform.machine(), "threads": torch.get_num_threads(),
+                        **cpu_info()},
     }
     if meta.dataset == "fashion-mnist":
         result["quality_gate"] = quality_gate(images, meta.classes or reference.classes)
