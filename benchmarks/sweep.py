@@ -96,7 +96,9 @@ def fmt(x, spec):
 def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     t = store.table()
     t = t[t["status"] == "done"]
-    not_run = [r.name for r in todo if store.find(r) is None]
+    failed = {r.name: store.status(store.run_dir(r)).get("error", "") for r in todo
+              if store.status(store.run_dir(r)).get("status") == "failed"}
+    not_run = [r.name for r in todo if store.find(r) is None and r.name not in failed]
     order = {r.key()[:12]: i for i, r in enumerate(todo)}  # the sweep's order, extras last
     t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
     dense = t[t["method"] == "base (dense)"]
@@ -131,6 +133,9 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
             f"({lat.get('threads', '?')}) | "
             f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
+    if failed:
+        lines += ["", "Failed (the error as stored; these are not in the table):", ""]
+        lines += [f"- {name}: {error}" for name, error in failed.items()]
     if not_run:
         lines += ["", f"Not run yet ({len(not_run)}; rerun the command: finished runs are reused): "
                   + "; ".join(not_run) + "."]
