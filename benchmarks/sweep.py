@@ -116,8 +116,11 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
         "speed-up = base latency / run latency, both measured in the same run. Unstructured "
         "sparsity keeps dense MACs and dense latency.", "",
         *([f"Latency and speed-up of {retimed} of {len(t)} runs were re-timed with the machine "
-           f"otherwise idle (`litediff runs --remeasure all --store {store.root}`); their metrics "
-           f"keep the first figures under `latency_history`.", ""] if retimed else []),
+           f"otherwise idle (`litediff runs --remeasure all --store {store.root}`, which needs "
+           f"the run's saved model); their metrics keep the first figures under "
+           f"`latency_history`. Runs from an earlier pass keep the figures of the machine that "
+           f"ran them (each run's `metrics.json` records its environment).", ""]
+          if retimed else []),
         "| run | samples | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
         "latency ms (threads) | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -132,7 +135,7 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
             f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
             f"({lat.get('threads', '?')}) | "
-            f"{fmt(row['speedup'], '.2f')}× | {row['train_steps']} | {fmt(row['wall_s'], '.0f')} |")
+            f"{fmt(row['speedup'], '.2f')}× | {fmt(row['train_steps'], '.0f')} | {fmt(row['wall_s'], '.0f')} |")
     if failed:
         lines += ["", "Failed (the error as stored; these are not in the table):", ""]
         lines += [f"- {name}: {error}" for name, error in failed.items()]
