@@ -133,8 +133,11 @@ def test_generate_and_step_latency_use_the_wrapper(quantized, ddpm_scheduler):
                       batch_size=2)
     reference = generate(base, dict(ddpm_scheduler.config), "ddim", steps=3, n=3, seed=1,
                          batch_size=2)
+    other = generate(base, dict(ddpm_scheduler.config), "ddim", steps=3, n=3, seed=2,
+                     batch_size=2)
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
-    assert relative(images, reference) < 0.25
+    # int8 follows the fp32 trajectory: far closer to it than fp32 from other noise is
+    assert relative(images, reference) < 0.5 * relative(other, reference)
     timing = step_latency(state.unet, batch_size=2, repeats=1, warmup=0, threads=1)
     assert timing["median_s"] > 0 and timing["threads"] == 1
 
