@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from litediff_core.compress import make_stage  # noqa: E402
 from litediff_core.compress.base import CompressState  # noqa: E402
-from litediff_core.device import cpu_info  # noqa: E402
+from litediff_core.device import cpu_label  # noqa: E402
 from litediff_core.metrics import step_latency  # noqa: E402
 from litediff_core.models import load_base  # noqa: E402
 
@@ -47,7 +47,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "onnx_speed.md"))
     args = p.parse_args(argv)
 
-    cpu = cpu_info()
     base = load_base(args.base)
     state = CompressState.start(base.unet, base.scheduler)
     int8 = make_stage({"stage": "quant-onnx-int8"}).apply(state).unet
@@ -56,8 +55,8 @@ def main(argv=None) -> int:
     lines = ["# ONNX Runtime int8 vs PyTorch fp32, one denoising step", "",
              f"Command: `python benchmarks/onnx_speed.py --threads {args.threads} --batches "
              f"{args.batches} --rounds {args.rounds} --pause {args.pause}`  ",
-             f"Model: `{args.base}`; machine {platform.machine()} ({cpu['cpu']}, "
-             f"{'with' if cpu['vnni'] else 'without'} VNNI), torch {torch.__version__}; "
+             f"Model: `{args.base}`; machine {platform.machine()} ({cpu_label()}), "
+             f"torch {torch.__version__}; "
              f"written {time.strftime('%Y-%m-%d %H:%M')}. Median ms per step (median over "
              f"{args.rounds} alternating rounds of {args.repeats} timed calls); speed-up = "
              f"PyTorch fp32 / ORT int8, median of the per-round ratios [min, max].", "",

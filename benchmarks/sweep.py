@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from litediff_core.device import cpu_info
+from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
 from litediff_core.recipes import Recipe
@@ -96,20 +96,19 @@ def fmt(x, spec):
 def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     t = store.table()
     t = t[t["status"] == "done"]
-    failed = {r.name: store.status(store.run_dir(r)).get("error", "") for r in todo
-              if store.status(store.run_dir(r)).get("status") == "failed"}
+    statuses = {r.name: store.status(store.run_dir(r)) for r in todo}
+    failed = {name: s.get("error", "") for name, s in statuses.items()
+              if s.get("status") == "failed"}
     not_run = [r.name for r in todo if store.find(r) is None and r.name not in failed]
     order = {r.key()[:12]: i for i, r in enumerate(todo)}  # the sweep's order, extras last
     t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
     dense = t[t["method"] == "base (dense)"]
     base_fid = dict(zip(dense["eval"], dense["fid"]))  # ΔFID within one evaluation setup
     metrics = {r: store.load(r)["metrics"] for r in t["id"]}
-    cpu = cpu_info()
     retimed = sum(bool(m.get("latency_remeasured")) for m in metrics.values())
     lines = [
         "# Compression sweep on the embedded default model", "",
-        f"Command: `{command}`  ", f"Machine: {platform.machine()} ({cpu['cpu']}, "
-        f"{'with' if cpu['vnni'] else 'without'} VNNI), {os.cpu_count()} CPUs, "
+        f"Command: `{command}`  ", f"Machine: {platform.machine()} ({cpu_label()}), {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
         "FID: classifier features (litediff-fmnist-cnn-v1), not Inception — not comparable to "
         "papers. Latency: median of one denoising step, batch in the eval setup, CPU; "

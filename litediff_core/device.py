@@ -48,3 +48,10 @@ def cpu_info(cpuinfo: str = None) -> dict:
             info["vnni"] = any(f.endswith("vnni") for f in value.split())  # avx512_vnni, avx_vnni
             break
     return info
+
+
+def cpu_label(info: dict = None) -> str:
+    """``"AMD EPYC, without VNNI"``: :func:`cpu_info` for the headers of result files."""
+    info = cpu_info() if info is None else info
+    vnni = {True: "with VNNI", False: "without VNNI"}.get(info["vnni"], "VNNI unknown")
+    return f"{info['cpu']}, {vnni}"

@@ -56,10 +56,12 @@ def test_progress_callbacks():
 
 
 def test_cpu_info_reads_model_name_and_vnni():
-    from litediff_core.device import cpu_info
+    from litediff_core.device import cpu_info, cpu_label
 
     avx2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
     vnni = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n"
     assert cpu_info(avx2) == {"cpu": "AMD EPYC", "vnni": False}
     assert cpu_info(vnni) == {"cpu": "Intel Xeon", "vnni": True}
     assert cpu_info("")["vnni"] is None
+    assert cpu_label(cpu_info(avx2)) == "AMD EPYC, without VNNI"
+    assert cpu_label(cpu_info("")).endswith("VNNI unknown")

@@ -272,7 +272,7 @@ def first_and_last_conv(model) -> List[str]:
 def quantize_onnx(fp32_bytes: bytes, calibration: List[CalibrationBatch],
                   op_types=OP_TYPES, per_channel: bool = True, keep_first_last: bool = True,
                   activation_type: str = "uint8", chunk: int = 16,
-                  reduce_range: bool = False, method: str = "minmax",
+                  reduce_range: bool = True, method: str = "percentile",
                   percentile: float = 99.99) -> Tuple[bytes, dict]:
     """``(int8 bytes, info)``: ``quant_pre_process`` then static QDQ quantization of an fp32
     export calibrated on ``calibration``: activation ranges from the min/max (``method`` =
