@@ -10,6 +10,11 @@ Chromium with Playwright:
 - home complete: until the script run is over (model card, latency, sample grid drawn);
 - page switch: sidebar click until the page's title is visible, and until its run is over.
 
+- idle CPU: with exactly one tab open on Home and nothing happening, the CPU time the server
+  process (``/proc/<pid>/stat``) and Chromium's processes use over ``--idle-seconds``, as a
+  share of one core. ``--watcher auto`` measures it once more with Streamlit's file watcher on
+  (what the shipped ``.streamlit/config.toml`` turns off) for comparison.
+
 Each warm figure is the median over ``--rounds`` rounds. Needs /usr/bin/chromium and playwright.
 """
 
@@ -40,8 +45,81 @@ def _browser_test():
 
 
 _bt = _browser_test()
-CHROMIUM, CHROMIUM_ARGS, PAGES, Tab, serve = (_bt.CHROMIUM, _bt.CHROMIUM_ARGS, _bt.PAGES, _bt.Tab,
-                                              _bt.serve)
+CHROMIUM, CHROMIUM_ARGS, PAGES, Tab, serve_process = (_bt.CHROMIUM, _bt.CHROMIUM_ARGS, _bt.PAGES,
+                                                      _bt.Tab, _bt.serve_process)
+cpu_seconds = _bt.cpu_seconds
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def chromium_pids() -> list:
+    """This script's Chromium processes (browser, renderers, utilities): those named chromium
+    that descend from this process (through Playwright's driver), not other users' browsers."""
+    me, out = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if "chromium" not in Path(cmd).name:
+                continue
+            pid = int(d.name)
+            while pid > 1 and pid != me:
+                pid = _parent(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid == me:
+            out.append(int(d.name))
+    return out
+
+
+def _cpu_total(pids) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):  # a renderer that went away
+            pass
+    return total
+
+
+def idle_cpu(browser, url: str, server_pid: int, seconds: float) -> dict:
+    """One tab on Home, loaded and left alone; CPU shares of one core over ``seconds``."""
+    tab, _, _ = visit_home(browser, url)
+    tab.page.wait_for_timeout(3000)  # let the last messages and images arrive
+    browser_pids = chromium_pids()
+    s0, b0, t0 = cpu_seconds(server_pid), _cpu_total(browser_pids), time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    result = {"server": (cpu_seconds(server_pid) - s0) / wall,
+              "chromium": (_cpu_total(browser_pids) - b0) / wall, "seconds": wall,
+              "errors": list(tab.errors)}
+    tab.page.close()
+    return result
+
+
+def measure_idle(url_pid, seconds: float) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    url, pid = url_pid
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            return idle_cpu(browser, url, pid, seconds)
+        finally:
+            browser.close()
 
 
 def visit_home(browser, url):
@@ -59,13 +137,17 @@ def visit_home(browser, url):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--idle-seconds", type=float, default=30.0,
+                   help="window of the idle-CPU measurement (0: skip it)")
+    p.add_argument("--watcher", choices=["auto", "poll", "watchdog"], default=None,
+                   help="also measure idle CPU with this file watcher (the shipped config: none)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "page_timings.md"))
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    rows, errors = {}, []
+    rows, errors, idle = {}, [], {}
     with tempfile.TemporaryDirectory() as tmp, \
-            serve(Path(tmp) / "runs", Path(tmp) / "streamlit.log") as url, \
+            serve_process(Path(tmp) / "runs", Path(tmp) / "streamlit.log") as (url, proc), \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab, paint, done = visit_home(browser, url)
@@ -90,15 +172,40 @@ def main(argv=None) -> int:
             errors += tab.errors
             tab.page.close()
         browser.close()
+    if args.idle_seconds > 0:
+        with tempfile.TemporaryDirectory() as tmp, \
+                serve_process(Path(tmp) / "runs", Path(tmp) / "streamlit.log") as (url, proc):
+            idle["shipped config (fileWatcherType none)"] = measure_idle((url, proc.pid),
+                                                                         args.idle_seconds)
+        if args.watcher:
+            with tempfile.TemporaryDirectory() as tmp, \
+                    serve_process(Path(tmp) / "runs", Path(tmp) / "streamlit.log",
+                                  [f"--server.fileWatcherType={args.watcher}"]) as (url, proc):
+                idle[f"file watcher {args.watcher} (not shipped)"] = measure_idle(
+                    (url, proc.pid), args.idle_seconds)
+        for what in idle.values():
+            errors += what.pop("errors")
 
+    command = " ".join(["python benchmarks/page_timings.py", *(argv if argv is not None
+                                                               else sys.argv[1:])])
     lines = ["# Dashboard timings in a real browser", "",
-             f"Command: `python benchmarks/page_timings.py --rounds {args.rounds}`  ",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; Chromium {CHROMIUM}; "
-             f"cached_results/ as shipped; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
+             f"Command: `{command.strip()}`  ",
+             f"Machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs (load average "
+             f"{os.getloadavg()[0]:.1f} at the end: other processes share these cores); "
+             f"Chromium {CHROMIUM}; cached_results/ as shipped; written "
+             f"{time.strftime('%Y-%m-%d %H:%M')}.", "",
              "| what | median s | min s | max s | n |", "|---|---|---|---|---|"]
     for what, xs in rows.items():
         lines.append(f"| {what} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} "
                      f"| {len(xs)} |")
+    if idle:
+        lines += ["", "Idle CPU: one tab open on Home, loaded, then left alone; CPU time "
+                  "(`/proc/<pid>/stat` utime + stime) per wall second, as a share of one core.",
+                  "", "| server setup | streamlit server | Chromium (all processes) | window s |",
+                  "|---|---|---|---|"]
+        for what, r in idle.items():
+            lines.append(f"| {what} | {r['server']:.1%} | {r['chromium']:.1%} "
+                         f"| {r['seconds']:.0f} |")
     lines += ["", f"Browser console errors: {len(errors)}" + (": " + "; ".join(errors[:5])
                                                               if errors else ".")]
     Path(args.out).write_text("\n".join(lines) + "\n")
