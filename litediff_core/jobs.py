@@ -8,7 +8,8 @@ Streamlit-free by design. The dashboard keeps one :class:`JobRegistry` per serve
                         key=recipe.key())
     jobs.snapshot(job_id)   # {"state", "fraction", "message", "eta_s", "losses", ...}
                             # state: queued → running → done | failed | cancelled
-    jobs.cancel(job_id)     # the next progress report raises Cancelled inside the worker
+    jobs.cancel(job_id)     # the next progress report raises Cancelled inside the worker;
+                            # until it ends, the snapshot says "cancelling": True at once
 
 The job function is called as ``fn(*args, progress=callback, **kwargs)`` with the library's one
 progress protocol ``callback(done, total, message)``. Each report updates the job's fraction and
@@ -19,7 +20,10 @@ prefixed with the stage name, e.g. ``"finetune: loss 0.0412"``) adds a point to 
 Cancelling sets a :class:`threading.Event`; the next progress report raises :class:`Cancelled`
 inside the worker, so the library unwinds as for any error. ``run_recipe`` then stores the run
 with status ``failed`` and error ``"Cancelled: cancelled by user"`` (nothing half-written is
-left behind) and re-raises; the job ends in state ``cancelled``.
+left behind) and re-raises; the job ends in state ``cancelled``. The request is recorded at
+once: from :meth:`Job.cancel` on, a snapshot of the still running (or queued) job has
+``cancelling`` True and ``cancel_wait_s`` (seconds since the request), so a page can say
+"Cancelling…" while the worker reaches its next report.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Job:
         self._clock = clock
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        self._cancel_t: Optional[float] = None  # clock() of the first cancel request
         self._thread: Optional[threading.Thread] = None
         self.state = QUEUED
         self.started_wall = time.time()
@@ -114,7 +119,9 @@ class Job:
         with self._lock:
             if self.state in FINISHED:
                 return False
-        self._cancel.set()
+            if self._cancel_t is None:
+                self._cancel_t = self._clock()
+            self._cancel.set()
         return True
 
     @property
@@ -150,6 +157,11 @@ class Job:
                 "last_loss": self.losses[-1]["loss"] if self.losses else None,
                 "result": self.result, "error": self.error,
                 "cancel_requested": self._cancel.is_set(),
+                # asked to stop, not stopped yet: what a page shows as "Cancelling…"
+                "cancelling": self._cancel.is_set() and self.state in ACTIVE,
+                "cancel_wait_s": (now - self._cancel_t
+                                  if self._cancel_t is not None and self.state in ACTIVE
+                                  else None),
             }
 
     def wait(self, timeout: Optional[float] = None) -> bool:

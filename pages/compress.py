@@ -201,16 +201,26 @@ def live_panel(job_id: str) -> None:
         return
     if snap["state"] not in ("queued", "running"):
         st.rerun()
-    if snap["state"] == "queued":
+    cancelling = snap.get("cancelling", snap["cancel_requested"])
+    if cancelling:
+        waited = snap.get("cancel_wait_s")
+        st.warning(f"Cancelling… {snap['label']} stops at its next progress report"
+                   + (f" (asked {_fmt_s(waited)} ago)" if waited and waited >= 1 else "")
+                   + (": it leaves the queue without running." if snap["state"] == "queued"
+                      else "; a long step (training, sampling, timing) finishes first. The "
+                           "run is then stored as failed (cancelled)."))
+    elif snap["state"] == "queued":
         ahead = sum(s["state"] == "running" for s in registry.running())
         st.info(f"Queued: {snap['label']} starts when the {ahead} run(s) ahead of it finish "
                 f"(runs execute one at a time so their latency measurements stay fair).")
-    st.progress(snap["fraction"], text=f"{snap['label']} — {snap['message'] or 'starting…'}")
-    st.caption(f"{snap['fraction']:.0%} · elapsed {_fmt_s(snap['elapsed_s'])} · "
-               f"ETA {_fmt_s(snap['eta_s'])} (rough: from the rate of the current stage)")
+    st.progress(snap["fraction"], text=("Cancelling… " if cancelling else "")
+                + f"{snap['label']} — {snap['message'] or 'starting…'}")
+    st.caption(f"{snap['fraction']:.0%} · elapsed {_fmt_s(snap['elapsed_s'])} · " +
+               ("stopping at the next progress report" if cancelling else
+                f"ETA {_fmt_s(snap['eta_s'])} (rough: from the rate of the current stage)"))
     loss_chart(snap)
-    st.button("Cancel", key=f"cp_cancel_{job_id}", on_click=registry.cancel, args=(job_id,),
-              disabled=snap["cancel_requested"],
+    st.button("Cancelling…" if cancelling else "Cancel", key=f"cp_cancel_{job_id}",
+              on_click=registry.cancel, args=(job_id,), disabled=cancelling,
               help="stops at the next progress report; the run is stored as failed (cancelled)")
 
 
@@ -229,8 +239,11 @@ def job_section() -> None:
         loss_chart(snap)
         show_run(_store_of(snap["result"]), snap["result"].name)
     elif snap["state"] == "cancelled":
-        st.warning("Cancelled. The run is kept in the run store as failed (cancelled); nothing "
-                   "else was touched.")
+        if "before it started" in (snap["error"] or ""):
+            st.warning("Cancelled before it started: nothing was run or stored.")
+        else:
+            st.warning("Cancelled. The run is kept in the run store as failed (cancelled); "
+                       "nothing else was touched.")
     else:
         st.error(snap["error"])
     st.button("Dismiss", key="cp_dismiss", on_click=_dismiss)
@@ -247,7 +260,8 @@ def other_jobs() -> None:
     if running:
         with st.expander(f"{len(running)} other run(s) in progress on this server"):
             for s in running:
-                st.progress(s["fraction"], text=f"{s['label']} — {s['message']}")
+                st.progress(s["fraction"], text=("Cancelling… " if s.get("cancelling") else "")
+                            + f"{s['label']} — {s['message']}")
 
 
 # ----------------------------------------------------------------------------- page

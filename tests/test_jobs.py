@@ -143,19 +143,17 @@ def test_cancelled_exception_carries_a_message():
     assert str(Cancelled()) == "cancelled by user"
 
 
-def test_cancelling_run_recipe_stores_the_run_as_failed_cancelled(tmp_path, ddpm_scheduler):
+def test_cancelling_run_recipe_stores_the_run_as_failed_cancelled(tmp_path, ddpm_scheduler,
+                                                                  fashion_mnist):
     """A real (tiny) run cancelled during its fine-tune: the store keeps it as failed with the
     cancellation as its error, and no model is left behind."""
     import torch
     from diffusers import UNet2DModel
 
-    from litediff_core.data import DEBIAN_FASHION_MNIST
     from litediff_core.models import save_model
     from litediff_core.recipes import Recipe
     from litediff_core.runs import RunStore, run_recipe
 
-    if not DEBIAN_FASHION_MNIST.is_dir():
-        pytest.skip("dataset-fashion-mnist not installed")
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
                        block_out_channels=(16, 32),
@@ -214,3 +212,33 @@ def test_with_one_slot_later_jobs_queue_and_can_be_cancelled_before_starting():
     release.set()
     assert jobs.wait(a, 10)["state"] == DONE and jobs.wait(c, 10)["state"] == DONE
     assert ran == ["first", "second"]
+
+
+def test_a_cancel_request_shows_at_once_as_cancelling():
+    """Between Cancel and the worker's next progress report the job is still running: the
+    snapshot says so (``cancelling``, seconds waited) and stops saying it once the job ends."""
+    clock = FakeClock()
+    jobs = JobRegistry(clock=clock)
+    started, release = threading.Event(), threading.Event()
+
+    def quiet(progress):
+        progress(1, 10, "finetune: loss 0.5")
+        started.set()
+        release.wait(10)  # a long step that reports nothing
+        progress(2, 10, "finetune: loss 0.4")
+
+    job_id = jobs.start(quiet)
+    assert started.wait(10)
+    snap = jobs.snapshot(job_id)
+    assert not snap["cancelling"] and snap["cancel_wait_s"] is None
+    assert jobs.cancel(job_id)
+    snap = jobs.snapshot(job_id)
+    assert snap["state"] == "running" and snap["cancelling"] and snap["cancel_requested"]
+    assert snap["cancel_wait_s"] == 0.0
+    clock.t += 4
+    assert jobs.cancel(job_id)  # asking again keeps the first request's time
+    assert jobs.snapshot(job_id)["cancel_wait_s"] == pytest.approx(4.0)
+    release.set()
+    snap = jobs.wait(job_id, timeout=10)
+    assert snap["state"] == CANCELLED and not snap["cancelling"] and snap["cancel_wait_s"] is None
+    assert snap["cancel_requested"]
