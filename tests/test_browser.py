@@ -65,17 +65,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(runs: Path, log: Path):
+def serve_process(runs: Path, log: Path, flags=()):
     """``streamlit run app.py`` on a free loopback port, with cached_results/ as shipped and
-    ``runs`` as the user store; yields its URL once it answers its health check."""
+    ``runs`` as the user store; yields (URL, process) once it answers its health check. Started
+    in the repository, so the shipped ``.streamlit/config.toml`` applies (no file watcher);
+    ``flags`` are extra ``--section.option=value`` arguments."""
     port = _free_port()
     env = {**os.environ, "LITEDIFF_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
            "LITEDIFF_CACHED_RESULTS": str(REPO / "cached_results"), "PYTHONPATH": str(REPO)}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
-             "--server.address=127.0.0.1", f"--server.port={port}",
-             "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+             "--server.address=127.0.0.1", f"--server.port={port}", *flags],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -88,10 +89,30 @@ def serve(runs: Path, log: Path):
                     if proc.poll() is not None or time.time() > deadline:
                         raise RuntimeError(f"streamlit did not start; see {log}")
                     time.sleep(0.25)
-            yield url
+            yield url, proc
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def serve(runs: Path, log: Path, flags=()):
+    """As :func:`serve_process`, yielding the URL only."""
+    with serve_process(runs, log, flags) as (url, _):
+        yield url
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    """The fraction of one core the process used over the next ``seconds`` (wall clock)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +129,8 @@ def server(tmp_path_factory):
     tiny = save_model(UNet2DModel(**TINY28).eval(), DDPMScheduler(**ddpm_scheduler_config()),
                       root / "tiny-base", {"dataset": "fashion-mnist"})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with serve(root / "runs", ARTIFACTS / "streamlit.log") as url:
-        yield {"url": url, "tiny": str(tiny), "runs": root / "runs"}
+    with serve_process(root / "runs", ARTIFACTS / "streamlit.log") as (url, proc):
+        yield {"url": url, "tiny": str(tiny), "runs": root / "runs", "pid": proc.pid}
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +222,24 @@ def test_every_page_shows_cached_results_and_switches_fast(server, browser):
     # generous bounds: CI machines are loaded; the measured figures are in timings.json
     assert first_paint < 10, timings
     assert max(timings["switch_s"].values()) < 5, timings
+
+
+def test_an_idle_tab_costs_the_server_little_cpu(server, browser):
+    """One tab open on Home, nothing happening: the server must sleep. With Streamlit's file
+    watcher following .venv/ it used a whole core; the shipped .streamlit/config.toml turns the
+    watcher off. Measured over 10 s (benchmarks/page_timings.py measures 30 s)."""
+    assert "fileWatcherType = \"none\"" in (REPO / ".streamlit" / "config.toml").read_text()
+    tab = Tab(browser, server["url"])
+    tab.page.goto(server["url"])
+    tab.title("LiteDiff Lab")
+    tab.idle()
+    tab.page.wait_for_timeout(2000)  # the last websocket messages and image requests
+    share = cpu_share(server["pid"], 10)
+    (ARTIFACTS / "idle_cpu.json").write_text(json.dumps({"server_idle_cpu_share": share,
+                                                         "seconds": 10}))
+    tab.page.close()
+    assert share <= 0.10, f"idle server used {share:.0%} of a core"
+    assert tab.errors == []
 
 
 def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
