@@ -7,7 +7,7 @@ import streamlit as st
 
 from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
-from litediff_core.evaluate import classifier_confidence
+from litediff_core.evaluate import grid_quality
 from litediff_core.samplers import SAMPLERS, grid
 from pages import _shared as ui
 
@@ -112,20 +112,27 @@ def show_comparison(req: dict) -> None:
     setup = f"{label}, {req['n']} images per cell, seed {req['seed']}, {device}"
     st.markdown(f"**{setup}** — rows: samplers, columns: steps")
     fmnist = ui.load_model(source, stamp).meta.dataset == "fashion-mnist"
+    quality = {key: grid_quality(cells[key][0]) for key in cells} if fmnist else {}
+    rank = {key: i + 1 for i, key in enumerate(
+        sorted(quality, key=lambda key: -quality[key]["score"]))}
     for sampler in req["samplers"]:
         cols = st.columns(len(steps))
         for col, k in zip(cols, steps):
             images, seconds = cells[sampler, k]
-            quality = (f"; classifier confidence {classifier_confidence(images):.2f}"
-                       if fmnist else "")
+            q = quality.get((sampler, k))
+            figure = (f"; quality {q['score']:.2f} (#{rank[sampler, k]} of {len(rank)}) = "
+                      f"confidence {q['confidence']:.2f} × classes {q['coverage'] * 10:.1f}/10"
+                      if q else "")
             col.image(grid(images, nrow=min(req["n"], 8)), width="stretch",
                       caption=f"{sampler}, {k} steps — {seconds:.2f} s wall "
-                              f"({seconds / req['n'] * 1000:.0f} ms/image){quality}")
+                              f"({seconds / req['n'] * 1000:.0f} ms/image){figure}")
     if fmnist:
-        st.caption(f"Classifier confidence: the mean max-probability the shipped Fashion-MNIST "
-                   f"classifier (litediff-fmnist-cnn-v1) gives the {req['n']} images of a cell "
-                   f"(0.1 = no garment recognised, 1 = certain); the dense embedded model scores "
-                   f"0.88 over 1,000 DDIM-50 samples. A quick figure, not an FID.")
+        st.caption(f"Quality = the shipped Fashion-MNIST classifier's (litediff-fmnist-cnn-v1) "
+                   f"mean confidence in the {req['n']} images of a cell × their class coverage "
+                   f"(effective number of classes among them, of 10). Grey squares or one "
+                   f"garment repeated score ≤ 0.1 however sure the classifier is; with fewer "
+                   f"than 10 images coverage cannot reach 10. A quick figure on "
+                   f"{req['n']} images, not an FID: compare FIDs of stored runs for that.")
     else:
         st.caption("No per-cell quality figure: the shipped classifier knows Fashion-MNIST only; "
                    "compare FIDs of stored runs instead.")

@@ -19,7 +19,7 @@ VARIANTS = [
     ("dpm-solver++", {}),
     ("ams", {}),
     ("ams", {"base": "ddpm"}),
-    ("ams", {"eta": 1.0, "c": 0.99, "lam_max": 0.3}),
+    ("ams", {"eta": 1.0, "c": 0.1, "lam_max": 0.3}),
 ]
 IDS = [f"{name}{kw}" for name, kw in VARIANTS]
 
@@ -99,9 +99,9 @@ def test_ddim_reproduces_diffusers_ddim_pipeline(tiny_unet, cfg):
 
 
 @pytest.mark.parametrize("ams_kw, twin, twin_kw", [
-    ({"lam_max": 0.0, "c": 1.0}, "ddim", {}),
-    ({"lam_max": 0.0, "c": 1.0, "eta": 0.5}, "ddim", {"eta": 0.5}),
-    ({"lam_max": 0.0, "c": 1.0, "base": "ddpm"}, "ddpm", {}),
+    ({"lam_max": 0.0, "c": 0.0}, "ddim", {}),
+    ({"lam_max": 0.0, "c": 0.0, "eta": 0.5}, "ddim", {"eta": 0.5}),
+    ({"lam_max": 0.0, "c": 0.0, "base": "ddpm"}, "ddpm", {}),
 ])
 def test_ams_without_momentum_and_second_moment_is_its_base(tiny_unet, cfg, ams_kw, twin, twin_kw):
     # a smooth model: float rounding stays at rounding level
@@ -251,27 +251,44 @@ def test_dpm_solver_is_more_accurate_than_ddim_on_the_probability_flow(cfg):
 
 
 def test_ams_follows_its_documented_recursion(cfg):
-    """Reference: the module docstring's recursion written with the paper's closed-form
-    increment dx̄ = (sqrt((1-ᾱ')/ᾱ') - sqrt((1-ᾱ)/ᾱ)) ε (DDIM base, eta=0, no clipping),
-    with both momentum and the second moment active."""
-    abar, steps, lam_max, c, zeta = alphas_cumprod(cfg), 10, 0.3, 0.9, 1e-8
+    """Reference: the module docstring's recursion — heavy-ball momentum on the slope
+    g = ε (DDIM base, eta=0, no clipping) in x̄ = x/sqrt(ᾱ), σ = sqrt((1-ᾱ)/ᾱ), with both
+    momentum and the second moment active."""
+    abar, steps, lam_max, c, zeta = alphas_cumprod(cfg), 10, 0.3, 0.1, 1e-8
     model = GaussianOracle(abar)
     out = generate(model, cfg, "ams", steps=steps, n=2, seed=4, clip_sample=False,
                    lam_max=lam_max, c=c, zeta=zeta).double()
 
     x = initial_noise(2, (1, 16, 16), seed=4).double()
-    m, v = torch.zeros_like(x), torch.ones_like(x)
+    m, v = None, torch.ones_like(x)
     ts = trailing(steps)
     lam = np.linspace(lam_max, 0.0, steps)
     for k, t in enumerate(ts):
         a = float(abar[t])
         a2 = float(abar[ts[k + 1]]) if k + 1 < steps else 1.0
-        eps = model(x.float(), torch.tensor(t)).sample.double()
-        dx = (math.sqrt((1 - a2) / a2) - math.sqrt((1 - a) / a)) * eps
-        m = math.sin(math.pi * lam[k] / 2) * m + math.cos(math.pi * lam[k] / 2) * dx
-        v = c * v + (1 - c) * dx**2 / dx.pow(2).mean(dim=(1, 2, 3), keepdim=True)
-        x = math.sqrt(a2) * (x / math.sqrt(a) + m / (v.sqrt() + zeta))
+        g = model(x.float(), torch.tensor(t)).sample.double()
+        damping = math.sin(math.pi * lam[k] / 2)
+        m = g if m is None else damping * m + (1 - damping) * g
+        v = (1 - c) * v + c * g**2 / g.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+        dsigma = math.sqrt((1 - a2) / a2) - math.sqrt((1 - a) / a)
+        x = math.sqrt(a2) * (x / math.sqrt(a) + dsigma * m / (v.sqrt() + zeta))
     torch.testing.assert_close(out, x.clamp(-1, 1), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"lam_max": 0.3}, {"base": "ddpm"}, {"eta": 1.0}])
+def test_ams_keeps_the_spread_of_the_data(cfg, kw):
+    """On data with a known exact ε (i.i.d. Gaussian pixels, std 0.3), AMS must draw samples
+    as spread as its base does. The update with a² + b² = 1 counted every increment ~1.17
+    times and shrank the spread to a third (grey squares on the embedded model)."""
+    model = GaussianOracle(alphas_cumprod(cfg), mu=0.0, s=0.3)
+    twin = "ddpm" if kw.get("base") == "ddpm" else "ddim"
+    twin_kw = {"eta": kw["eta"]} if "eta" in kw else {}
+    for steps in (10, 50):
+        ams = generate(model, cfg, "ams", steps=steps, n=64, seed=3, clip_sample=False, **kw)
+        base = generate(model, cfg, twin, steps=steps, n=64, seed=3, clip_sample=False,
+                        **twin_kw)
+        assert ams.std().item() == pytest.approx(base.std().item(), rel=0.08), steps
+        assert ams.mean().item() == pytest.approx(0.0, abs=0.02)
 
 
 # ------------------------------------------------------------------- interface

@@ -28,16 +28,18 @@ from .unstructured import UnstructuredPrune, apply_masks, make_permanent, masks
 from .finetune import FineTune  # recovery training stages
 from .distill import Distill
 from .lora import LoRA
+from .deepcache import DeepCache, DeepCacheUNet  # sampling-time: feature caching
 
 STAGES = {cls.name: cls for cls in (StructuredPrune, UnstructuredPrune, LowRank, DynamicInt8,
                                     SimulatedQuant, OnnxInt8)}
 STAGES.update({cls.name: cls for cls in (FineTune, Distill, LoRA)})
+STAGES[DeepCache.name] = DeepCache
 
 __all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxUNet",
            "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
            "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
            "masks", "patch_diffusers_attributes", "save_compressed"]
-__all__ += ["Distill", "FineTune", "LoRA"]
+__all__ += ["Distill", "FineTune", "LoRA", "DeepCache", "DeepCacheUNet"]
 
 
 def _stage_class(name: str):

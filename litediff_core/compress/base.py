@@ -73,6 +73,7 @@ class Stage:
     implement ``apply``."""
 
     name: ClassVar[str] = ""
+    must_be_last: ClassVar[bool] = False   # a sampling-time wrapper that nothing may follow
 
     @dataclass
     class Config:
@@ -90,6 +91,10 @@ class Stage:
     def check(self) -> None:
         """Range checks of ``self.config`` (raise :class:`LiteDiffError`); types and choices are
         already checked."""
+
+    def check_sampling(self, steps: int) -> None:
+        """Refuse (LiteDiffError) sampling settings this stage cannot honour (e.g. a cache
+        interval not below the number of sampling steps); called when a recipe is built."""
 
     def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
         raise NotImplementedError

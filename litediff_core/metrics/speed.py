@@ -130,8 +130,10 @@ def step_latency(unet, batch_size: int = 16, device: str = "cpu", repeats: int =
 
 def sampling_throughput(unet, scheduler_config: dict, sampler: str, steps: int, n: int = 16,
                         device: str = "cpu", seed: int = 0, batch_size: Optional[int] = None,
-                        threads: Optional[int] = None, warmup: bool = True) -> dict:
-    """Images per second of full sampling with ``litediff_core.samplers.generate``.
+                        threads: Optional[int] = None, warmup: bool = True,
+                        **sampler_kwargs) -> dict:
+    """Images per second of full sampling with ``litediff_core.samplers.generate``
+    (``sampler_kwargs``, e.g. ``eta``, go to the sampler).
 
     With ``warmup`` one untimed image with two steps is drawn first (first-call overheads).
     The model is moved to ``device`` for the measurement and back afterwards.
@@ -145,11 +147,11 @@ def sampling_throughput(unet, scheduler_config: dict, sampler: str, steps: int, 
     with _threads(threads) as used_threads, _on_device_in_eval(unet, dev) as unet:
         if warmup:
             generate(unet, scheduler_config, sampler=sampler, steps=min(steps, 2), n=1, seed=seed,
-                     batch_size=1, device=device)
+                     batch_size=1, device=device, **sampler_kwargs)
         _sync(dev)
         start = time.perf_counter()
         generate(unet, scheduler_config, sampler=sampler, steps=steps, n=n, seed=seed,
-                 batch_size=batch_size, device=device)
+                 batch_size=batch_size, device=device, **sampler_kwargs)
         _sync(dev)
         seconds = time.perf_counter() - start
     return {

@@ -93,6 +93,8 @@ def generate(unet, scheduler_config: dict, sampler: str = "ddim", steps: int = 5
             x = noise[start:stop].to(device)
             generators = step_generators(seed, range(start, stop)) if s.stochastic else None
             s.set_timesteps(steps)
+            if callable(getattr(unet, "reset_cache", None)):
+                unet.reset_cache()  # feature caching (DeepCache): one trajectory per batch
             for t in s.timesteps:
                 eps = unet(x, t).sample
                 x = s.step(eps, t, x, generator=generators)
