@@ -1,7 +1,10 @@
-"""The ``litediff`` command line: info, sample, eval, train-base, train-classifier.
+"""The ``litediff`` command line: info, sample, eval, train-base, train-classifier, compress,
+runs, sweep.
 
-Errors meant for the user (bad model source, missing data, impossible options) print one line
-``litediff: error: ...`` and exit with status 2; never a traceback.
+Errors meant for the user (bad model source, missing data, impossible options, an output path
+that cannot be written) print one line ``litediff: error: ...`` and exit with status 2, before
+any work is done; never a traceback. Heavy libraries (torch, diffusers, pandas) are imported
+inside the commands, so ``litediff --help`` answers at once (benchmarks/cli_startup.md).
 """
 
 from __future__ import annotations
@@ -10,12 +13,51 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import LiteDiffError
 from .progress import TqdmProgress
 
 MODEL_HELP = "embedded[:name], a local diffusers folder, or a hub id such as google/ddpm-cifar10-32"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line ``litediff: error: ...`` (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"litediff: error: {message} (see {self.prog} --help)\n")
+
+
+def _writable(path, folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written: a file (or, with ``folder``, a
+    folder) whose nearest existing parent is a writable folder."""
+    path = Path(path).expanduser()
+    if path.is_dir() and not folder:
+        raise LiteDiffError(f"{path} is a folder; give a file name inside it")
+    if path.exists() and folder and not path.is_dir():
+        raise LiteDiffError(f"{path} is a file, not a folder")
+    start = path if folder else path.parent
+    parent = next(p for p in (start, *start.parents) if p.exists())
+    if not parent.is_dir():
+        raise LiteDiffError(f"cannot write {path}: {parent} is not a folder")
+    try:  # the one sure test (root passes os.access everywhere; /proc, read-only mounts)
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".litediff-check-").close()
+    except OSError as e:
+        raise LiteDiffError(f"cannot write {path}: {parent} is not writable "
+                            f"({e.strerror or e})") from None
+    return path
+
+
+def _image_format(path: Path) -> str:
+    """The Pillow format that saves ``path``, from its suffix."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt not in Image.SAVE:
+        raise LiteDiffError(f"cannot save an image as {path.name!r}: give a .png, .jpg or .webp "
+                            f"file name")
+    return fmt
 
 
 def _positive(kind):
@@ -54,6 +96,10 @@ def cmd_sample(args) -> dict:
     import time
 
     from .device import resolve_device
+    from .fileio import atomic_file
+
+    out = _writable(args.out)
+    fmt = _image_format(out)
     from .samplers import generate, grid
 
     base = _load(args)
@@ -63,35 +109,37 @@ def cmd_sample(args) -> dict:
                       steps=args.steps, n=args.n, seed=args.seed, batch_size=args.batch_size,
                       device=device, progress=TqdmProgress("sampling"))
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid(images, nrow=args.nrow).save(out)
+    with atomic_file(out) as tmp:
+        grid(images, nrow=args.nrow).save(tmp, format=fmt)
     return {"out": str(out), "n": args.n, "sampler": args.sampler, "steps": args.steps,
             "seed": args.seed, "device": device, "seconds": round(seconds, 3)}
 
 
 def cmd_eval(args) -> dict:
     from .evaluate import EvalConfig, evaluate
+    from .fileio import write_json_atomic
 
+    out = _writable(args.json_out)
     base = _load(args)
+    if args.card and base.meta.kind == "hub":
+        raise LiteDiffError("--card writes into a local model folder; a hub id has none")
     cfg = EvalConfig(n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
                      batch_size=args.batch_size, device=args.device)
     result = evaluate(base, cfg, progress=TqdmProgress("eval"))
     if args.card:
         from .model_card import write_card
 
-        if base.meta.kind == "hub":
-            raise LiteDiffError("--card writes into a local model folder; a hub id has none")
         result["card"] = str(write_card(Path(base.meta.path).parent
                                         if Path(base.meta.path).name == "unet"
                                         else Path(base.meta.path), result, base))
-    out = Path(args.json_out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    write_json_atomic(out, result)
     return result
 
 
 def cmd_train_base(args) -> dict:
+    _writable(args.out, folder=True)
     from .train.base import TrainBaseConfig, train_base
 
     cfg = TrainBaseConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -102,6 +150,7 @@ def cmd_train_base(args) -> dict:
 
 
 def cmd_train_classifier(args) -> dict:
+    _writable(args.out, folder=True)
     from .train.classifier import TrainClassifierConfig, train_classifier
 
     cfg = TrainClassifierConfig(out=args.out, epochs=args.epochs, seed=args.seed,
@@ -109,10 +158,13 @@ def cmd_train_classifier(args) -> dict:
     return train_classifier(cfg, progress=TqdmProgress("train-classifier"))
 
 
-def _store(args):
+def _store(args, writing: bool = False):
     from .runs import RunStore
 
-    return RunStore(args.store)
+    store = RunStore(args.store)
+    if writing:
+        _writable(store.root, folder=True)
+    return store
 
 
 def cmd_compress(args) -> dict:
@@ -128,7 +180,7 @@ def cmd_compress(args) -> dict:
         recipe = preset_recipe(args.preset, base=args.base, p=args.p, steps=args.steps, eval=ev)
     else:
         recipe = Recipe.load(args.recipe)
-    store = _store(args)
+    store = _store(args, writing=True)
     run = run_recipe(recipe, store, progress=TqdmProgress("compress"), device=args.device,
                      force=args.force)
     return {"run": str(run), **store.load(run.name)["metrics"].get("fidelity", {}),
@@ -136,10 +188,12 @@ def cmd_compress(args) -> dict:
 
 
 def cmd_runs(args) -> dict:
-    table = _store(args).table()
     if args.delete:
         _store(args).delete(args.delete)
         return {"deleted": args.delete}
+    if args.clean:
+        return {"removed": _store(args).clean()}
+    table = _store(args).table()
     if args.remeasure:
         from .runs import remeasure_latency
 
@@ -165,9 +219,9 @@ def cmd_sweep(args) -> dict:
     from .recipes import sweep_recipes
     from .runs import run_recipe
 
-    store = _store(args)
+    recipes = sweep_recipes(args.sweep)  # every recipe checked before the first one runs
+    store = _store(args, writing=True)
     done, failed = [], []
-    recipes = sweep_recipes(args.sweep)
     for i, recipe in enumerate(recipes):
         print(f"[{i + 1}/{len(recipes)}] {recipe.name}", file=sys.stderr)
         try:
@@ -179,10 +233,11 @@ def cmd_sweep(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .samplers import SAMPLERS
+    from .presets import PRESETS  # plain data: no torch
+    from .recipes import SAMPLER_NAMES
 
-    p = argparse.ArgumentParser(prog="litediff", description="LiteDiff Lab: explore the "
-                                "compression of small diffusion models.")
+    p = Parser(prog="litediff", description="LiteDiff Lab: explore the "
+               "compression of small diffusion models.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_cmd(name, help_):
@@ -193,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def sampling(sp, n_default):
-        sp.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
+        sp.add_argument("--sampler", default="ddim", choices=sorted(SAMPLER_NAMES))
         sp.add_argument("--steps", type=_positive(int), default=50)
         sp.add_argument("--n", type=_positive(int), default=n_default)
         sp.add_argument("--seed", type=int, default=0)
@@ -237,8 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("compress", help="run a compression recipe (YAML/JSON) into the run store")
     sp.add_argument("recipe", nargs="?", help="recipe file, e.g. recipe.yaml")
-    from .presets import PRESETS
-
     sp.add_argument("--preset", choices=sorted(PRESETS), help="a seed paper's configuration")
     sp.add_argument("--base", default="embedded", help="base model of the preset; " + MODEL_HELP)
     sp.add_argument("--p", type=float, help="preset prune ratio")
@@ -252,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("runs", help="list the runs of the store")
     sp.add_argument("--delete", metavar="ID", help="delete one run")
+    sp.add_argument("--clean", action="store_true", help="remove the temporary folders of "
+                    "interrupted runs (whose process is gone)")
     sp.add_argument("--remeasure", metavar="ID|all", help="time a run (or every finished run) "
                     "against its base again, e.g. once the machine is quiet; updates its metrics")
     sp.add_argument("--device", default="cpu", help="device of --remeasure (default cpu)")

@@ -1,20 +1,68 @@
-"""Atomic writes shared by every saver: a folder is built under a temporary name, then swapped
-into place, so a reader sees the old folder or the new one, never half of one."""
+"""Atomic writes shared by every saver: a file or folder is written under a temporary name in
+the same folder, then swapped into place with ``os.replace``, so a reader sees the old version or
+the new one, never half of one, and a crash leaves at most a hidden temporary behind."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 
+def _tmp_name(path: Path) -> Path:
+    # unique per process and thread (the dashboard runs jobs in threads), hidden, same folder
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+@contextmanager
+def atomic_file(path):
+    """``with atomic_file(p) as tmp: save(tmp)`` writes ``p`` atomically with any saver that
+    takes a file name (PIL, pandas, safetensors); nothing is left behind if ``save`` raises."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path, data) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
 def replace_dir(staging, folder) -> Path:
-    """Move the finished ``staging`` folder to ``folder``, replacing what was there."""
+    """Move the finished ``staging`` folder to ``folder``, replacing what was there. Another
+    process may put its own ``folder`` in place meanwhile (the same run twice): we retry, and the
+    last one to finish wins, whole."""
     staging, folder = Path(staging), Path(folder)
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
+    for attempt in range(20):
+        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(folder, old)
+        except FileNotFoundError:
+            pass
+        try:
+            os.replace(staging, folder)
+            break
+        except OSError as e:  # a non-empty folder appeared at ``folder`` since the line above
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 19:
+                raise
     shutil.rmtree(old, ignore_errors=True)
     return folder

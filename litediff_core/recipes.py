@@ -16,7 +16,45 @@ from typing import List, Optional
 
 from .errors import LiteDiffError
 
-EVAL_DEFAULTS = {"n": 1000, "sampler": "ddim", "steps": 50, "latency_batch": 16}
+EVAL_DEFAULTS = {"n": 1000, "sampler": "ddim", "steps": 50, "latency_batch": 16, "eta": 0.0}
+# keys added after runs were stored: hashed only when set to another value, so the keys of
+# stored runs (cached_results/) stay valid
+EVAL_ADDED = {"eta": 0.0}
+EVAL_COUNTS = ("n", "steps", "latency_batch")   # whole numbers ≥ 1
+# the names of litediff_core.samplers.SAMPLERS, without importing torch (a test keeps them equal)
+SAMPLER_NAMES = ("ddpm", "ddim", "dpm-solver++", "ams")
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
+
+
+def check_eval(ev) -> dict:
+    """``ev`` (overrides of EVAL_DEFAULTS) with the defaults filled in, or a LiteDiffError if it
+    cannot run: an unknown key, a count below 1, a value of another type than its default, an
+    unknown sampler."""
+    if not isinstance(ev, dict):
+        raise LiteDiffError(f"recipe eval is a mapping such as {{n: 1000, steps: 50}}, not {ev!r}")
+    unknown = sorted(set(ev) - set(EVAL_DEFAULTS))
+    if unknown:
+        raise LiteDiffError(f"recipe eval does not take {', '.join(unknown)}; "
+                            f"it takes {', '.join(EVAL_DEFAULTS)}")
+    ev = {**EVAL_DEFAULTS, **ev}
+    for key, default in EVAL_DEFAULTS.items():
+        value = ev[key]
+        kind = (int, float) if type(default) is float else type(default)
+        if default is not None and (not isinstance(value, kind)
+                                    or isinstance(value, bool) != isinstance(default, bool)):
+            raise LiteDiffError(f"recipe eval {key} must be "
+                                f"{_KINDS.get(type(default), type(default).__name__)}, "
+                                f"not {value!r}")
+        if key in EVAL_COUNTS and value < 1:
+            raise LiteDiffError(f"recipe eval {key} must be at least 1, not {value!r}")
+    if not 0.0 <= ev["eta"] <= 1.0 or (ev["eta"] and ev["sampler"] not in ("ddim", "ams")):
+        raise LiteDiffError(f"recipe eval eta (DDIM's η, 0 = deterministic … 1 = DDPM-like) "
+                            f"must be within 0–1 and applies to ddim and ams only, not "
+                            f"{ev['eta']!r} with {ev['sampler']}")
+    if ev["sampler"] not in SAMPLER_NAMES:
+        raise LiteDiffError(f"unknown sampler {ev['sampler']!r} in recipe eval; choose one of "
+                            f"{', '.join(SAMPLER_NAMES)}")
+    return ev
 
 
 @dataclass
@@ -31,13 +69,25 @@ class Recipe:
     def __post_init__(self):
         from .compress import make_stage
 
-        unknown = sorted(set(self.eval) - set(EVAL_DEFAULTS))
-        if unknown:
-            raise LiteDiffError(f"recipe eval does not take {', '.join(unknown)}; "
-                                f"it takes {', '.join(EVAL_DEFAULTS)}")
+        # refuse what cannot run now, before anything is computed or stored
+        if not isinstance(self.base, str) or not self.base.strip():
+            raise LiteDiffError(f"recipe base must be a model (embedded, a folder or a hub id), "
+                                f"not {self.base!r}")
+        if self.dataset is not None and not isinstance(self.dataset, str):
+            raise LiteDiffError(f"recipe dataset must be a name, not {self.dataset!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise LiteDiffError(f"recipe seed must be a whole number, not {self.seed!r}")
+        if not isinstance(self.stages, list):
+            raise LiteDiffError("recipe stages is a list of {stage: name, config: {...}}")
+        self.eval = check_eval(self.eval)
         # normalise: every stage rebuilt through its Config, so defaults are explicit
-        self.stages = [make_stage(s).to_dict() for s in self.stages]
-        self.eval = {**EVAL_DEFAULTS, **self.eval}
+        stages = [make_stage(s) for s in self.stages]
+        for i, stage in enumerate(stages):
+            if stage.must_be_last and i != len(stages) - 1:
+                raise LiteDiffError(f"{stage.name} acts at sampling time: put it last in the "
+                                    f"recipe (after {stages[-1].name})")
+            stage.check_sampling(self.eval["steps"])
+        self.stages = [stage.to_dict() for stage in stages]
         if not self.name:
             self.name = self.method()
 
@@ -80,6 +130,8 @@ class Recipe:
 
     def key(self) -> str:
         hashed = {k: v for k, v in self.to_dict().items() if k != "name"}
+        hashed["eval"] = {k: v for k, v in self.eval.items()
+                          if not (k in EVAL_ADDED and v == EVAL_ADDED[k])}
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
 
     def method(self) -> str:

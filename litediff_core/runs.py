@@ -10,9 +10,10 @@ A run folder (``<store>/<id>``, id = first 12 hex of the recipe key) holds::
     samples.png     a fixed-seed sample grid          model/       the compressed model
     log.jsonl       one line per stage
 
-Runs are built in a hidden ``.tmp-*`` folder and renamed into place, so a reader never sees half a
-run; a run that raises is stored with status ``failed`` and its error; a ``.tmp-*`` folder whose
-process is gone (killed) is listed as ``failed (interrupted)``.
+Runs are built in a hidden ``.tmp-<id>-<pid>`` folder and renamed into place, so a reader never
+sees half a run; a run that raises is stored with status ``failed``, its error and no model; a
+``.tmp-*`` folder whose process is gone (killed) is listed as ``interrupted`` until the next run in
+the store (or ``litediff runs --clean``) removes it. Paths inside a run are relative to its folder.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from . import __version__
 from .errors import LiteDiffError
-from .fileio import replace_dir
+from .fileio import replace_dir, write_json_atomic
 from .progress import Progress, report
 from .recipes import Recipe
 
@@ -44,9 +45,7 @@ def user_store() -> Path:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -57,6 +56,15 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _owner_pid(name: str) -> Optional[int]:
+    """The pid of the process a hidden working folder belongs to: ``.tmp-<id>-<pid>``,
+    ``.trash-<id>-<pid>`` (a delete), ``.<id>.old-<pid>`` (a replace); None for other names."""
+    if not name.startswith((".tmp-", ".trash-")) and ".old-" not in name:
+        return None
+    tail = name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 class RunStore:
@@ -82,8 +90,25 @@ class RunStore:
         """Every run folder (finished, failed, or interrupted), oldest first."""
         if not self.root.is_dir():
             return []
-        return sorted((d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("_")),
-                      key=lambda d: d.stat().st_mtime)
+        found = []
+        for d in self.root.iterdir():
+            try:  # another process may rename or delete it meanwhile
+                if d.is_dir() and not d.name.startswith("_"):
+                    found.append((d.stat().st_mtime, d))
+            except FileNotFoundError:
+                continue
+        return [d for _, d in sorted(found)]
+
+    def clean(self) -> list:
+        """Remove the working folders of processes that are gone (a run killed mid-way, a
+        delete or a replace cut short); the names removed."""
+        removed = []
+        for d in self.runs():
+            pid = _owner_pid(d.name)
+            if pid is not None and not _pid_alive(pid):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        return removed
 
     def load(self, run_id: str) -> dict:
         d = self.root / run_id
@@ -95,6 +120,8 @@ class RunStore:
                 out[key] = json.loads((d / name).read_text())
             except (OSError, ValueError):
                 out[key] = {}
+        if "model" in out["metrics"]:  # older runs hold the absolute path of their tmp folder
+            out["metrics"]["model"] = MODEL
         return out
 
     def layers(self, run_id: str) -> pd.DataFrame:
@@ -105,7 +132,10 @@ class RunStore:
         if not d.is_dir() or d.parent != self.root:
             raise LiteDiffError(f"no run {run_id!r} in {self.root}")
         trash = self.root / f".trash-{run_id}-{os.getpid()}"
-        os.replace(d, trash)
+        try:
+            os.replace(d, trash)
+        except FileNotFoundError:  # deleted by another process meanwhile
+            raise LiteDiffError(f"no run {run_id!r} in {self.root}") from None
         shutil.rmtree(trash, ignore_errors=True)
 
     def table(self) -> pd.DataFrame:
@@ -114,13 +144,16 @@ class RunStore:
         for d in self.runs():
             status = self.status(d)
             if d.name.startswith(".tmp-"):
-                pid = status.get("pid", 0)
-                if pid and _pid_alive(pid):
-                    continue  # still running
-                status = {**status, "status": "failed", "error": "interrupted"}
+                pid = _owner_pid(d.name)
+                if pid is None or _pid_alive(pid) or not d.is_dir():
+                    continue  # still running, or finished (renamed) since it was listed
+                status = {**status, "status": "interrupted", "error": "interrupted"}
             elif d.name.startswith("."):
                 continue
-            run = self.load(d.name)
+            try:
+                run = self.load(d.name)
+            except LiteDiffError:  # renamed into place or deleted meanwhile
+                continue
             rows.append(_row(d.name, run["recipe"], status, run["metrics"]))
         return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -156,6 +189,7 @@ def _row(run_id, recipe, status, m) -> dict:
 def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = None,
                device: str = "auto", force: bool = False) -> Path:
     """Run ``recipe`` into ``store`` (or return the finished run with the same key)."""
+    store.clean()
     done = store.find(recipe)
     if done and not force:
         report(progress, 1, 1, "already run: reused")
@@ -170,11 +204,14 @@ def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = N
     _write_json(tmp / STATUS, {"status": "running", "pid": os.getpid(), "started": started})
     try:
         _execute(recipe, tmp, progress, device)
+        metrics = json.loads((tmp / METRICS).read_text())
+        _write_json(tmp / METRICS, {**metrics, "model": MODEL})  # relative to the run folder
         status = {"status": "done"}
     except BaseException as e:  # noqa: BLE001 — stored, then re-raised below
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         status = {"status": "failed", "error": f"{type(e).__name__}: {first}"}
         error = e
+        shutil.rmtree(tmp / MODEL, ignore_errors=True)  # a failed run keeps no model
     else:
         error = None
     _write_json(tmp / STATUS, {**status, "started": started, "finished": time.time(),

@@ -3,8 +3,29 @@ import os
 import pytest
 import torch
 
+from litediff_core.data import local_folder
+
 # Tests never touch the network: the hub is unreachable here and must be for users' tests too.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Fashion-MNIST where the library finds it ($LITEDIFF_DATA, user cache, Debian's package), looked
+# up before each test's empty cache (below) hides the user's, and passed on as LITEDIFF_DATA.
+FASHION_MNIST = local_folder("fashion-mnist")
+if FASHION_MNIST is not None:  # (found in $LITEDIFF_DATA: already set)
+    os.environ.setdefault("LITEDIFF_DATA", str(FASHION_MNIST.parent))
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The local Fashion-MNIST folder; a test that needs it skips without it (fails under
+    CI=true, where it must be installed: ./run tests does as root)."""
+    if FASHION_MNIST is None:
+        message = ("Fashion-MNIST not found (set LITEDIFF_DATA, or apt-get install "
+                   "dataset-fashion-mnist)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return FASHION_MNIST
 
 
 @pytest.fixture(autouse=True)

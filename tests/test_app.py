@@ -2,7 +2,6 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from litediff_core.data import DEBIAN_FASHION_MNIST
 from litediff_core.metrics import size_report
 from litediff_core.models import load_base
 
@@ -30,10 +29,16 @@ def test_home_dataset_must_fit_the_model_and_carries_to_compress():
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     at.text_input(key="home_dataset").set_value("no-such-dataset").run()
     assert not at.exception and "unknown dataset" in at.error[0].value
-    if DEBIAN_FASHION_MNIST.is_dir():
-        at.text_input(key="home_dataset").set_value("fashion-mnist").run()
-        assert not at.exception and not at.error
-        assert "dataset: fashion-mnist ·" in " ".join(c.value for c in at.caption)
+    at.switch_page("pages/compress.py").run()
+    assert not at.exception
+    assert at.text_input(key="cp_dataset").value == at.session_state["_kept_cp_dataset"]
+
+
+def test_home_takes_the_dataset_of_the_model_and_carries_it_to_compress(fashion_mnist):
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.text_input(key="home_dataset").set_value("fashion-mnist").run()
+    assert not at.exception and not at.error
+    assert "dataset: fashion-mnist ·" in " ".join(c.value for c in at.caption)
     at.switch_page("pages/compress.py").run()
     assert not at.exception
     assert at.text_input(key="cp_dataset").value == at.session_state["_kept_cp_dataset"]

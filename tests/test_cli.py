@@ -64,3 +64,72 @@ def test_console_entry_point_never_prints_a_traceback(tmp_path):
                                "PYTHONPATH": ".", "LITEDIFF_CACHE": str(tmp_path)})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "local folder" in proc.stderr
+
+
+def test_cli_import_and_help_load_no_heavy_library():
+    """`litediff --help` must answer at once: no torch, diffusers, pandas... before a command runs
+    (benchmarks/cli_startup.py times it)."""
+    code = """
+import sys
+import litediff_core.cli as cli
+heavy = ("torch", "diffusers", "pandas", "streamlit", "numpy", "PIL", "yaml")
+print("loaded:", *(m for m in heavy if m in sys.modules), file=sys.stderr)
+parser = cli.build_parser()
+for cmd in [None, "info", "sample", "eval", "train-base", "train-classifier", "compress", "runs",
+            "sweep"]:
+    try:
+        parser.parse_args([cmd, "--help"] if cmd else ["--help"])
+    except SystemExit:
+        pass
+print("loaded:", *(m for m in heavy if m in sys.modules), file=sys.stderr)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "usage: litediff sweep" in proc.stdout, proc.stderr
+    assert proc.stderr.splitlines()[-2:] == ["loaded:", "loaded:"]
+
+
+def _no_work(monkeypatch):
+    """Make loading a model or sampling fail the test: bad output paths are refused first."""
+    import litediff_core.models
+    import litediff_core.samplers
+
+    def boom(*args, **kwargs):
+        pytest.fail("work started before the output path was checked")
+
+    monkeypatch.setattr(litediff_core.models, "load_base", boom)
+    monkeypatch.setattr(litediff_core.samplers, "generate", boom)
+
+
+@pytest.mark.parametrize("out, says", [("/dev/null/x.png", "not a folder"),
+                                       ("{tmp}", "is a folder"),
+                                       ("{tmp}/grid.notanimage", "cannot save an image"),
+                                       ("/proc/grid.png", "not writable")])
+def test_sample_refuses_an_unwritable_output_before_any_work(out, says, tmp_path, capsys,
+                                                             monkeypatch):
+    _no_work(monkeypatch)
+    assert main(["sample", "--out", out.format(tmp=tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("litediff: error:") and says in err and "\n" not in err
+
+
+def test_eval_and_train_refuse_unwritable_outputs_before_any_work(tmp_path, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    (tmp_path / "file").write_text("")
+    for argv in (["eval", "--json-out", str(tmp_path)],
+                 ["eval", "--json-out", "/dev/null/eval.json"],
+                 ["train-base", "--out", str(tmp_path / "file")],
+                 ["train-classifier", "--out", "/dev/null/classifier"],
+                 ["compress", "--preset", "diff-pruning", "--store", "/dev/null/runs"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("litediff: error:") and "\n" not in err, argv
+
+
+@pytest.mark.parametrize("argv", [["sample", "--steps", "0"], ["sample", "--sampler", "nope"],
+                                  ["frobnicate"], ["runs", "--what"]])
+def test_bad_arguments_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("litediff: error:") and "\n" not in err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from litediff_core.data import DEBIAN_FASHION_MNIST, load_dataset
+from litediff_core.data import load_dataset
 from litediff_core.data.datasets import to_float, to_uint8
 from litediff_core.errors import DataError
 
@@ -20,9 +20,7 @@ def _write_idx(folder, prefix, images, labels):
         f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes())
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist not installed")
-def test_fashion_mnist_from_debian_package(monkeypatch):
-    monkeypatch.delenv("LITEDIFF_DATA", raising=False)
+def test_fashion_mnist_found_locally(fashion_mnist):
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     assert train.uint8.shape == (60000, 1, 28, 28) and test.uint8.shape == (10000, 1, 28, 28)
     assert train.uint8.dtype == torch.uint8 and len(train.classes) == 10

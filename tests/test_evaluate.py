@@ -1,14 +1,13 @@
 import pytest
 import torch
 
-from litediff_core.data import DEBIAN_FASHION_MNIST, load_dataset
+from litediff_core.data import load_dataset
 from litediff_core.evaluate import EvalConfig, evaluate, quality_gate
 from litediff_core.models import load_base
 from litediff_core.models.classifier import load_classifier
 from litediff_core.train.classifier import accuracy
 
-pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
-                                reason="dataset-fashion-mnist not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 
 def test_shipped_classifier_is_accurate():
@@ -49,12 +48,9 @@ def test_evaluate_embedded_reports_every_figure_with_its_setup():
 
 
 def test_classifier_confidence_is_high_on_garments_low_on_noise():
-    from litediff_core.data import DEBIAN_FASHION_MNIST, load_dataset
     from litediff_core.errors import LiteDiffError
     from litediff_core.evaluate import classifier_confidence
 
-    if not DEBIAN_FASHION_MNIST.is_dir():
-        pytest.skip("dataset-fashion-mnist not installed")
     real = torch.stack([load_dataset("fashion-mnist", "test")[i] for i in range(64)])
     noise = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert classifier_confidence(real) > 0.85 > classifier_confidence(noise)

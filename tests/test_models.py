@@ -99,3 +99,44 @@ def test_load_base_opens_a_channel_pruned_folder(tmp_path, tiny_unet, ddpm_sched
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
     with torch.no_grad():
         assert torch.equal(base.unet(x, t).sample, state.unet(x, t).sample)
+
+
+def _pickled_sources(tmp_path, tiny_unet):
+    flat = tmp_path / "flat"
+    tiny_unet.save_pretrained(flat, safe_serialization=False)  # config.json + .bin only
+    pipeline = tmp_path / "pipeline"
+    tiny_unet.save_pretrained(pipeline / "unet", safe_serialization=False)
+    torch.save(tiny_unet.state_dict(), tmp_path / "weights.ckpt")
+    return [flat, pipeline, tmp_path / "weights.ckpt", flat / "diffusion_pytorch_model.bin"]
+
+
+def test_pickled_checkpoints_are_refused_unopened(tmp_path, tiny_unet, monkeypatch, capfd):
+    sources = _pickled_sources(tmp_path, tiny_unet)
+
+    def no_unpickling(*args, **kwargs):
+        pytest.fail("a pickled checkpoint was opened")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    for source in sources:
+        with pytest.raises(ModelSourceError, match="pickled checkpoint.*never unpickles.*"
+                                                   "safetensors"):
+            load_base(str(source))
+    assert "unsafe serialization" not in "".join(capfd.readouterr())
+
+
+def test_cli_refuses_a_pickled_checkpoint_in_one_line(tmp_path, tiny_unet, capsys):
+    from litediff_core.cli import main
+
+    for source in _pickled_sources(tmp_path, tiny_unet):
+        assert main(["info", str(source)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("litediff: error:") and "pickled" in err and "\n" not in err
+
+
+def test_a_folder_without_weights_or_a_stray_file_is_refused(tmp_path, tiny_unet):
+    tiny_unet.save_pretrained(tmp_path / "m", safe_serialization=True)
+    (tmp_path / "m" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelSourceError, match="no safetensors weights"):
+        load_base(str(tmp_path / "m"))
+    with pytest.raises(ModelSourceError, match="is a file"):
+        load_base(str(tmp_path / "m" / "config.json"))

@@ -17,7 +17,6 @@ from diffusers import DDPMScheduler, UNet2DModel
 from streamlit.testing.v1 import AppTest
 
 from litediff_core.compress import STAGES, describe_stage
-from litediff_core.data import DEBIAN_FASHION_MNIST
 from litediff_core.models import save_model
 from litediff_core.models.embedded import ddpm_scheduler_config
 from litediff_core.recipes import Recipe
@@ -35,8 +34,7 @@ TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
               norm_num_groups=4)
 EVAL = {"n": 16, "steps": 2, "latency_batch": 2}
 
-pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
-                                reason="dataset-fashion-mnist not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 
 @pytest.fixture(scope="session")

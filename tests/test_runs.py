@@ -1,17 +1,22 @@
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers import UNet2DModel
 
-from litediff_core.data import DEBIAN_FASHION_MNIST
 from litediff_core.errors import LiteDiffError
 from litediff_core.models import save_model
 from litediff_core.recipes import Recipe
 from litediff_core.runs import RunStore, run_recipe
 
-pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
-                                reason="dataset-fashion-mnist not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
               block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
@@ -66,6 +71,9 @@ def test_run_writes_a_complete_folder_and_is_reused(tmp_path, base_folder):
     assert len(rounds) == 3 and rounds[0] <= m["speedup"] <= rounds[-1]
     assert 0 < m["consistency"]["ssim_mean"] <= 1
     assert m["fidelity"]["n_generated"] == 24 and "3 steps" in m["fidelity"]["label"]
+    # paths inside a run are relative to its folder: none names the temporary folder or tmp_path
+    assert m["model"] == "model" and (run / m["model"]).is_dir()
+    assert ".tmp-" not in (run / "metrics.json").read_text()
     layers = store.layers(run.name)
     assert (layers["params_after"].fillna(0) <= layers["params_before"].fillna(0) + 0).all()
     assert layers["params_after"].sum() == m["size"]["params"]
@@ -88,15 +96,20 @@ def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_
     assert status["status"] == "failed" and status["error"]
     assert not (store.run_dir(bad) / "model").exists()
     # a run killed mid-way leaves a hidden temp folder whose process is gone
-    dead = store.root / ".tmp-deadbeef0000-999999"
+    pid = _dead_pid()
+    dead = store.root / f".tmp-deadbeef0000-{pid}"
     dead.mkdir()
-    (dead / "status.json").write_text(json.dumps({"status": "running", "pid": 999999}))
+    (dead / "status.json").write_text(json.dumps({"status": "running", "pid": pid}))
     (dead / "recipe.json").write_text(json.dumps(_recipe(base_folder, ratio=0.3).to_dict()))
     table = store.table().set_index("id")
     assert table.loc[good.name, "status"] == "done"
     assert table.loc[store.run_dir(bad).name, "status"] == "failed"
+    assert table.loc[dead.name, "status"] == "interrupted"
     assert table.loc[dead.name, "error"] == "interrupted"
     assert (good / "metrics.json").exists()
+    # the next run in the store removes it (here: one already run, reused)
+    assert run_recipe(_recipe(base_folder), store, device="cpu") == good
+    assert not dead.exists() and dead.name not in set(store.table()["id"])
     store.delete(good.name)
     assert good.name not in set(store.table()["id"])
 
@@ -167,3 +180,136 @@ def test_a_preset_runs_end_to_end_from_the_cli(tmp_path, base_folder, capsys):
     run = RunStore(store).load(out["run"].rsplit("/", 1)[-1])
     assert run["status"]["status"] == "done" and run["metrics"]["train_steps"] == 3
     assert [s["stage"] for s in run["metrics"]["stages"]] == ["structured-prune", "finetune"]
+
+
+# ----------------------------------------------------------------------------- store robustness
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# Runs a recipe (argv: recipe JSON, store) in its own process. With LITEDIFF_TEST_QUICK_MEASURE
+# the evaluation is replaced by a 2-second stand-in: these tests are about the store, and the
+# real evaluation is tested above (it takes minutes on a busy 2-core machine).
+RUNNER = """
+import json, os, sys, time
+from litediff_core import runs
+from litediff_core.recipes import Recipe
+
+if os.environ.get("LITEDIFF_TEST_QUICK_MEASURE"):
+    def measure(base, model_dir, recipe, device, out, progress=None):
+        time.sleep(2)
+        return {"model": str(model_dir), "size": {"params": 1}}
+    runs.measure = measure
+runs.run_recipe(Recipe.from_dict(json.loads(sys.argv[1])), runs.RunStore(sys.argv[2]),
+                device="cpu")
+"""
+
+
+def _start_run(recipe, store, log: Path):
+    env = {**os.environ, "LITEDIFF_TEST_QUICK_MEASURE": "1"}
+    with log.open("w") as f:  # a file, not a pipe: a full pipe would block the run
+        return subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(recipe.to_dict()),
+                                 str(store.root)], env=env, stderr=f)
+
+
+def _wait_for(condition, timeout=300, what="condition"):
+    t0 = time.time()
+    while not condition():
+        assert time.time() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_killed_run_shows_as_interrupted_and_is_cleaned(tmp_path, base_folder, capsys):
+    from litediff_core.cli import main
+
+    store = RunStore(tmp_path / "runs")
+    long = Recipe(base=base_folder, eval=EVAL, stages=[
+        {"stage": "finetune", "config": {"steps": 100_000, "batch_size": 4}}])
+    proc = _start_run(long, store, tmp_path / "run.log")
+    tmp = store.root / f".tmp-{store.run_dir(long).name}-{proc.pid}"
+    try:
+        _wait_for(lambda: RunStore.status(tmp).get("status") == "running", what="the run")
+        assert len(store.table()) == 0  # running: not listed
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and tmp.is_dir()
+    row = store.table().set_index("id").loc[tmp.name]
+    assert row["status"] == "interrupted" and row["name"] == long.name
+    capsys.readouterr()
+    assert main(["runs", "--store", str(store.root), "--clean"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"removed": [tmp.name]}
+    assert not tmp.exists() and len(store.table()) == 0
+
+
+def test_a_failed_run_keeps_no_model(tmp_path, base_folder, monkeypatch):
+    from litediff_core import runs
+
+    def broken(base, model_dir, *args, **kwargs):
+        assert (model_dir / "unet").is_dir()  # the model was saved before the failure
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(runs, "measure", broken)
+    store = RunStore(tmp_path / "runs")
+    recipe = _recipe(base_folder)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run_recipe(recipe, store, device="cpu")
+    run = store.run_dir(recipe)
+    assert RunStore.status(run) == {**RunStore.status(run), "status": "failed",
+                                    "error": "RuntimeError: evaluation broke"}
+    assert sorted(p.name for p in run.iterdir()) == ["log.jsonl", "recipe.json", "status.json"]
+    assert [d.name for d in store.root.iterdir()] == [run.name]  # no temporary left
+
+
+def test_old_stored_runs_load_with_relative_model_paths():
+    store = RunStore(Path(__file__).resolve().parent.parent / "cached_results")
+    table = store.table()
+    assert (table["status"] == "done").sum() >= 48
+    for run_id in table.loc[table["status"] == "done", "id"]:
+        assert store.load(run_id)["metrics"]["model"] == "model"
+
+
+def test_concurrent_runs_and_a_delete_never_corrupt_the_store(tmp_path, base_folder):
+    """Two processes run different recipes into one store while a third deletes a run and this
+    one reads the table: every table read succeeds and shows whole runs only; at the end the two
+    runs are complete, the deleted one is gone, and no working folder is left."""
+    store = RunStore(tmp_path / "runs")
+    store.root.mkdir()
+    old = next(p for p in sorted((Path(__file__).resolve().parent.parent / "cached_results")
+                                 .iterdir()) if p.is_dir())
+    shutil.copytree(old, store.root / old.name)  # a finished run to delete meanwhile
+    recipes = [_recipe(base_folder, ratio=0.3), _recipe(base_folder, ratio=0.5)]
+    logs = [tmp_path / f"run{i}.log" for i in range(len(recipes))]
+    procs = [_start_run(r, store, log) for r, log in zip(recipes, logs)]
+    seen, deleter = set(), None
+    try:
+        t0 = time.time()
+        while any(p.poll() is None for p in procs):
+            assert time.time() - t0 < 600, "runs did not finish"
+            table = store.table()
+            seen.update(table["status"])
+            if deleter is None and any(store.root.glob(".tmp-*")):
+                deleter = subprocess.Popen([sys.executable, "-m", "litediff_core.cli", "runs",
+                                            "--store", str(store.root), "--delete", old.name],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                           text=True)
+            time.sleep(0.05)
+    finally:
+        for p in procs + [deleter]:
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert [p.wait() for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]
+    assert deleter is not None and deleter.wait(timeout=120) == 0, deleter.stderr.read()
+    assert seen <= {"done"}  # never a half run, an unknown status or a false "interrupted"
+    table = store.table()
+    assert sorted(table["id"]) == sorted(store.run_dir(r).name for r in recipes)
+    assert list(table["status"]) == ["done", "done"]
+    assert sorted(p.name for p in store.root.iterdir()) == sorted(table["id"])
+    for r in recipes:
+        run = store.load(store.run_dir(r).name)
+        assert Recipe.from_dict(run["recipe"]) == r and run["metrics"]["model"] == "model"
+        assert (Path(run["path"]) / "model" / "unet" / "config.json").is_file()

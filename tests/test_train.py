@@ -4,12 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from litediff_core.data import DEBIAN_FASHION_MNIST
 from litediff_core.models import load_base
 from litediff_core.train.base import TrainBaseConfig, train_base
 
-pytestmark = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(),
-                                reason="dataset-fashion-mnist not installed")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 TINY = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
             block_out_channels=(8, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D"),

@@ -12,6 +12,8 @@ from .datasets import (
     ImageDataset,
     cache_dir,
     load_dataset,
+    local_folder,
 )
 
-__all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "ImageDataset", "cache_dir", "load_dataset"]
+__all__ = ["DATASETS", "DEBIAN_FASHION_MNIST", "ImageDataset", "cache_dir", "load_dataset",
+           "local_folder"]

@@ -159,15 +159,26 @@ def _env_folders(name: str) -> List[Path]:
     return [Path(env) / name, Path(env)] if env else []
 
 
+def _search(name: str) -> List[Path]:
+    """Where an IDX dataset is looked for, in order: $LITEDIFF_DATA, the user cache, Debian."""
+    debian = [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" else []
+    return _env_folders(name) + [cache_dir() / name] + debian
+
+
+def local_folder(name: str) -> Optional[Path]:
+    """The folder ``load_dataset(name)`` reads both splits of fashion-mnist or mnist from, or
+    None where it would have to download them."""
+    return next((f for f in _search(name) if _idx_pair(f, "train") and _idx_pair(f, "test")),
+                None)
+
+
 def fashion_mnist(split: str = "train") -> ImageDataset:
-    search = _env_folders("fashion-mnist") + [cache_dir() / "fashion-mnist", DEBIAN_FASHION_MNIST]
-    return _mnist_like("fashion-mnist", split, FASHION_CLASSES, search, "FashionMNIST",
-                       "Fashion-MNIST (Debian package dataset-fashion-mnist)")
+    return _mnist_like("fashion-mnist", split, FASHION_CLASSES, _search("fashion-mnist"),
+                       "FashionMNIST", "Fashion-MNIST (Debian package dataset-fashion-mnist)")
 
 
 def mnist(split: str = "train") -> ImageDataset:
-    search = _env_folders("mnist") + [cache_dir() / "mnist"]
-    return _mnist_like("mnist", split, MNIST_CLASSES, search, "MNIST", "MNIST")
+    return _mnist_like("mnist", split, MNIST_CLASSES, _search("mnist"), "MNIST", "MNIST")
 
 
 def cifar10(split: str = "train") -> ImageDataset:

@@ -6,8 +6,8 @@
 - a Hugging Face hub id of a diffusers UNet2DModel DDPM, e.g. ``google/ddpm-cifar10-32``.
 
 Every failure is a :class:`ModelSourceError` with a message that says what to do; weights are
-read from safetensors (or, for old hub repos, with ``torch.load(weights_only=True)`` inside
-diffusers) — nothing is ever unpickled.
+read from safetensors only: a pickled checkpoint (``.bin``, ``.pt``, ``.ckpt``...) is refused,
+since unpickling a file can run any code in it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ from .io import META_FILE
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "unet/*", "scheduler/*", "README.md"]
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _refuse_pickled(path: Path):
+    raise ModelSourceError(
+        f"{path} is a pickled checkpoint and LiteDiff never unpickles (loading a pickle can run "
+        f"any code in it): convert it to safetensors where you trust it (safetensors.torch."
+        f"save_file, or diffusers' save_pretrained(safe_serialization=True)) and pass the folder")
 
 
 @dataclass
@@ -79,6 +87,11 @@ def load_base(source: str = "embedded") -> BaseModel:
         folder = _download(ref)
     else:
         folder = Path(ref)
+        if folder.is_file():
+            if folder.suffix.lower() in PICKLED:
+                _refuse_pickled(folder)
+            raise ModelSourceError(f"{folder} is a file; give the diffusers folder that holds "
+                                   f"config.json and the safetensors weights")
     unet, scheduler, model_dir = _load_folder(folder, source)
     card = _read_card(folder)
     cfg = unet.config
@@ -129,8 +142,13 @@ def _load_folder(folder: Path, source: str):
     if cls != "UNet2DModel":
         raise ModelSourceError(f"{source}: the UNet is a {cls}; LiteDiff Lab handles pixel-space "
                                f"DDPM UNet2DModel checkpoints only")
+    if not any(unet_dir.glob("*.safetensors")):
+        pickled = sorted(p for p in unet_dir.iterdir() if p.suffix.lower() in PICKLED)
+        if pickled:
+            _refuse_pickled(pickled[0])
+        raise ModelSourceError(f"no safetensors weights in {unet_dir}")
     try:
-        unet = UNet2DModel.from_pretrained(str(unet_dir))
+        unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
     except Exception as e:  # diffusers raises OSError/ValueError/RuntimeError/safetensors errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelSourceError(f"cannot load the UNet weights in {unet_dir}: {first[:200]}. "
