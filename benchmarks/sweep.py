@@ -90,7 +90,9 @@ def recipes(base: str, ft: int, ratios, ev: dict):
 
 
 def fmt(x, spec):
-    return "—" if x is None or x != x else format(x, spec)
+    """``x`` formatted (a trailing × in ``spec`` is kept as text), or — when missing."""
+    unit = "×" if spec.endswith("×") else ""
+    return "—" if x is None or x != x else format(x, spec.rstrip("×")) + unit
 
 
 def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
@@ -102,8 +104,12 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     not_run = [r.name for r in todo if store.find(r) is None and r.name not in failed]
     order = {r.key()[:12]: i for i, r in enumerate(todo)}  # the sweep's order, extras last
     t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
-    dense = t[t["method"] == "base (dense)"]
-    base_fid = dict(zip(dense["eval"], dense["fid"]))  # ΔFID within one evaluation setup
+    def samples(ev: str) -> str:
+        return ev.split(" samples")[0]
+
+    # ΔFID against the dense model at DDIM 50 with the same number of samples
+    dense = t[(t["method"] == "base (dense)") & t["eval"].str.endswith("ddim 50 steps")]
+    base_fid = dict(zip(dense["eval"].map(samples), dense["fid"]))
     metrics = {r: store.load(r)["metrics"] for r in t["id"]}
     retimed = sum(bool(m.get("latency_remeasured")) for m in metrics.values())
     lines = [
@@ -120,21 +126,29 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
            f"`latency_history`. Runs from an earlier pass keep the figures of the machine that "
            f"ran them (each run's `metrics.json` records its environment).", ""]
           if retimed else []),
-        "| run | samples | FID [95% CI] | ΔFID vs dense | SSIM to base | params | MACs | bytes | "
-        "latency ms (threads) | speed-up (median of 3 alternating rounds) | FT steps | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Per image: the time to draw one image end to end at the run's own sampler and steps "
+        "(a batch in the eval setup) and its ratio to the dense model at DDIM 50, timed in "
+        "alternating rounds in the same run; runs made before this was measured show —.", "",
+        "| run | samples | sampling | FID [95% CI] | ΔFID vs dense DDIM 50 | SSIM to base | params | MACs "
+        "| bytes | latency ms (threads) | speed-up per step (median of 3 alternating rounds) | "
+        "ms per image | speed-up per image vs dense DDIM 50 | FT steps | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in t.iterrows():
-        d = (row["fid"] / base_fid[row["eval"]] - 1) if row["eval"] in base_fid else None
+        n = samples(row["eval"])
+        d = (row["fid"] / base_fid[n] - 1) if n in base_fid else None
         lat = metrics[row["id"]].get("latency", {})
         lines.append(
-            f"| {row['name']} | {row['eval'].split(' samples')[0]} | {fmt(row['fid'], '.2f')} "
+            f"| {row['name']} | {row['eval'].split(' samples')[0]} | "
+            f"{row['eval'].split('samples, ')[-1]} | {fmt(row['fid'], '.2f')} "
             f"[{fmt(row['fid_lo'], '.2f')}, "
             f"{fmt(row['fid_hi'], '.2f')}] | {fmt(d, '+.1%')} | {fmt(row['ssim_to_base'], '.3f')}"
             f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
             f"({lat.get('threads', '?')}) | "
-            f"{fmt(row['speedup'], '.2f')}× | {fmt(row['train_steps'], '.0f')} | {fmt(row['wall_s'], '.0f')} |")
+            f"{fmt(row['speedup'], '.2f')}× | {fmt(row['image_ms'], '.1f')} | "
+            f"{fmt(row['image_speedup'], '.2f×')} | "
+            f"{fmt(row['train_steps'], '.0f')} | {fmt(row['wall_s'], '.0f')} |")
     if failed:
         lines += ["", "Failed (the error as stored; these are not in the table):", ""]
         lines += [f"- {name}: {error}" for name, error in failed.items()]

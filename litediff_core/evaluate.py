@@ -26,12 +26,24 @@ class EvalConfig:
     n: int = 1000
     sampler: str = "ddim"
     steps: int = 50
+    eta: float = 0.0                  # DDIM's η (ddim and ams only)
     seed: int = 0
     batch_size: int = 100
     device: str = "auto"
     reference_split: str = "test"
     latency_batch: int = 16
     bootstrap: Optional[int] = None   # None: 200 resamples (20 for Inception features)
+
+
+def sampler_kwargs(cfg) -> dict:
+    """The sampler options of an evaluation setup beyond sampler and steps (η when it is set)."""
+    return {"eta": float(cfg.eta)} if cfg.eta else {}
+
+
+def caching_of(unet) -> dict:
+    """``{"cache_interval": N, "cache_branch": b}`` for a DeepCache-wrapped UNet, else {}."""
+    interval = getattr(unet, "interval", None)
+    return {"cache_interval": interval, "cache_branch": unet.branch} if interval else {}
 
 
 def classifier_confidence(images: torch.Tensor) -> float:
@@ -44,6 +56,30 @@ def classifier_confidence(images: torch.Tensor) -> float:
         raise LiteDiffError(f"the Fashion-MNIST classifier reads 1×28×28 images, not "
                             f"{'×'.join(map(str, images.shape[1:]))}")
     return load_classifier().probabilities(images.float()).max(1).values.mean().item()
+
+
+def grid_quality(images: torch.Tensor) -> dict:
+    """The quality gate's two parts as one per-grid figure that blank or single-class grids
+    cannot win (Fashion-MNIST models only; ``images`` float [-1, 1], N×1×28×28):
+
+    - ``confidence``: the shipped classifier's mean max-probability (recognisable garments);
+    - ``coverage``: the effective number of classes among the images, exp(entropy of the
+      predicted-class histogram), over the 10 classes (0.1 = every image the same class);
+    - ``score`` = confidence × coverage. A grid of grey squares scores ≤ 0.1 however sure the
+      classifier is; with N < 10 images coverage cannot exceed N/10, so compare equal N.
+    """
+    from .models.classifier import load_classifier
+
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise LiteDiffError(f"the Fashion-MNIST classifier reads 1×28×28 images, not "
+                            f"{'×'.join(map(str, images.shape[1:]))}")
+    probs = load_classifier().probabilities(images.float())
+    counts = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).double()
+    p = counts[counts > 0] / counts.sum()
+    coverage = float(torch.exp(-(p * p.log()).sum())) / probs.shape[1]
+    confidence = probs.max(1).values.mean().item()
+    return {"confidence": confidence, "coverage": coverage, "score": confidence * coverage,
+            "classes": int((counts > 0).sum()), "n": len(images)}
 
 
 def quality_gate(images: torch.Tensor, classes=None) -> dict:
@@ -89,11 +125,12 @@ def evaluate(base, cfg: EvalConfig, progress: Optional[Progress] = None,
     if images is None:
         images = generate(unet, dict(base.scheduler.config), sampler=cfg.sampler,
                           steps=cfg.steps, n=cfg.n, seed=cfg.seed, batch_size=cfg.batch_size,
-                          device=device, progress=progress)
+                          device=device, progress=progress, **sampler_kwargs(cfg))
     fid = fidelity(to_uint8(images), reference.uint8,
                    reference_name=f"{meta.dataset}-{cfg.reference_split}",
                    bootstrap=cfg.bootstrap, seed=cfg.seed, device=device, progress=progress,
-                   setup={"sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed})
+                   setup={"sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed,
+                          **sampler_kwargs(cfg), **caching_of(unet)})
     result = {
         "model": meta.source,
         "dataset": meta.dataset,

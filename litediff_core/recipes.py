@@ -136,15 +136,17 @@ class Recipe:
 
     def method(self) -> str:
         """A short human description, e.g. ``structured-prune(l1, 0.3) → finetune(500)``."""
-        if not self.stages:
-            return "base (dense)"
         parts = []
         for s in self.stages:
             c = s["config"]
             detail = [str(c[k]) for k in ("importance", "method", "ratio", "scale", "rank",
-                                          "factor", "weight_bits", "steps") if k in c]
+                                          "factor", "weight_bits", "steps", "interval") if k in c]
             parts.append(f"{s['stage']}({', '.join(detail)})" if detail else s["stage"])
-        return " → ".join(parts)
+        text = " → ".join(parts) or "base (dense)"
+        ev = self.eval
+        if (ev["sampler"], ev["steps"], ev["eta"]) != ("ddim", 50, 0.0):
+            text += f" · {ev['sampler']} {ev['steps']}" + (f" η={ev['eta']:g}" if ev["eta"] else "")
+        return text
 
 
 def sweep_recipes(path_or_dict) -> List[Recipe]:

@@ -159,13 +159,14 @@ class RunStore:
 
 
 COLUMNS = ["id", "name", "method", "status", "params", "nonzero_params", "bytes", "macs",
-           "latency_ms", "speedup", "fid", "fid_lo", "fid_hi", "kid", "ssim_to_base",
+           "latency_ms", "speedup", "image_ms", "image_speedup", "macs_total", "fid", "fid_lo", "fid_hi", "kid", "ssim_to_base",
            "psnr_to_base", "gate", "train_steps", "wall_s", "eval", "created", "error"]
 
 
 def _row(run_id, recipe, status, m) -> dict:
     size, lat, fid = m.get("size", {}), m.get("latency", {}), m.get("fidelity", {})
     cons, gate = m.get("consistency", {}), m.get("quality_gate", {})
+    per = m.get("per_image") or {}   # whole images, against the dense base at DDIM 50
     ev = recipe.get("eval", {})
     return {
         "id": run_id, "name": recipe.get("name", ""), "method": m.get("method", ""),
@@ -174,6 +175,9 @@ def _row(run_id, recipe, status, m) -> dict:
         "bytes": size.get("bytes"), "macs": size.get("macs_per_image"),
         "latency_ms": lat["median_s"] * 1000 if lat.get("median_s") else None,
         "speedup": m.get("speedup"),
+        # per image, at the run's own sampling, against the dense base at DDIM 50
+        "image_ms": per["seconds"] * 1000 if per.get("seconds") else None,
+        "image_speedup": per.get("speedup"), "macs_total": per.get("macs"),
         "fid": fid.get("fid"), "fid_lo": (fid.get("fid_ci95") or [None, None])[0],
         "fid_hi": (fid.get("fid_ci95") or [None, None])[1], "kid": fid.get("kid_mean"),
         "ssim_to_base": cons.get("ssim_mean"), "psnr_to_base": cons.get("psnr_mean"),
@@ -234,6 +238,10 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
     if not dataset:
         raise LiteDiffError(f"{recipe.base}: unknown dataset; set `dataset` in the recipe")
     base.meta.dataset = dataset
+    trained = int(base.scheduler.config.num_train_timesteps)
+    if recipe.eval["steps"] > trained:
+        raise LiteDiffError(f"recipe eval steps {recipe.eval['steps']} exceed the {trained} "
+                            f"timesteps {recipe.base} was trained with")
     torch.manual_seed(recipe.seed)
     data = load_dataset(dataset, "train") if recipe.stages else None
     state = CompressState.start(base.unet, base.scheduler, dataset=dataset, data=data)
@@ -261,12 +269,11 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
     metrics = measure(base, out / MODEL, recipe, device, out, eval_progress)
     metrics.update({"method": recipe.method(), "stages": timings, "notes": list(state.notes),
                     "train_steps": sum(int(s["config"].get("steps", 0)) for s in recipe.stages
-                                       if s["stage"] in TRAINING_STAGES),
+                                       if make_stage(s).trains),
                     "wall_s": round(sum(t["seconds"] for t in timings), 1)})
     _write_json(out / METRICS, metrics)
 
 
-TRAINING_STAGES = {"finetune", "distill", "lora"}
 LATENCY_ROUNDS = 3
 LATENCY_PAUSE_S = 0.5
 
@@ -292,21 +299,31 @@ def measure(base, model_dir: Path, recipe: Recipe, device: str, out: Path,
     if isinstance(compressed.unet, OnnxUNet):
         device = "cpu"  # our ONNX Runtime sessions run on the CPU; the base is timed there too
     ev = recipe.eval
-    cfg = EvalConfig(n=ev["n"], sampler=ev["sampler"], steps=ev["steps"], seed=recipe.seed,
-                     device=device, latency_batch=ev["latency_batch"])
+    cfg = EvalConfig(n=ev["n"], sampler=ev["sampler"], steps=ev["steps"], eta=ev["eta"],
+                     seed=recipe.seed, device=device, latency_batch=ev["latency_batch"])
     result = evaluate(compressed, cfg, progress=progress)
     # the ratio to the base: both timed in alternating rounds on the same device and threads,
     # so a slow spell of a shared machine hits both (median of the rounds' medians)
     result.update(latency_vs_base(base.unet, compressed.unet, cfg.latency_batch, device))
+    report(progress, 0, 1, "timing whole images against the dense base at DDIM 50")
+    result["per_image"] = image_cost_vs_base(base, compressed, cfg, device)
+    # consistency: the run's own sampling against the dense base's reference sampling (DDIM
+    # 50), from the same noise (for DDIM-50 runs: the same sampler on both sides)
+    from .evaluate import caching_of, sampler_kwargs
+
+    ref = REFERENCE_SAMPLING
     images = generate(compressed.unet.to(device), dict(compressed.scheduler.config),
-                      sampler="ddim", steps=ev["steps"], n=min(ev["n"], 256), seed=recipe.seed,
-                      device=device)
-    reference = base_samples(base, "ddim", ev["steps"], min(ev["n"], 256), recipe.seed, device,
-                             cache=out.parent / "_cache")
+                      sampler=ev["sampler"], steps=ev["steps"], n=min(ev["n"], 256),
+                      seed=recipe.seed, device=device, **sampler_kwargs(cfg))
+    reference = base_samples(base, ref["sampler"], ref["steps"], min(ev["n"], 256), recipe.seed,
+                             device, cache=out.parent / "_cache")
     cons = ssim_psnr(images, reference)
+    own = f"{ev['sampler']} {ev['steps']} steps" + (f", η={cfg.eta:g}" if cfg.eta else "") + (
+        f", cached every {caching_of(compressed.unet)['cache_interval']}"
+        if caching_of(compressed.unet) else "")
     result["consistency"] = {"ssim_mean": cons["ssim_mean"], "psnr_mean": cons["psnr_mean"],
-                             "n": cons["n"], "setup": f"deterministic DDIM {ev['steps']} steps, "
-                             f"same noise (seed {recipe.seed}) for base and compressed"}
+                             "n": cons["n"], "setup": f"compressed with {own} vs the base with "
+                             f"DDIM {ref['steps']} steps, same noise (seed {recipe.seed})"}
     grid(images[:64], nrow=8).save(out / GRID)
     from .compress._io_hooks import torch_unet  # the torch UNet inside a runtime wrapper
 
@@ -324,6 +341,57 @@ def latency_vs_base(base_unet, unet, batch_size: int, device: str) -> dict:
     fastest = [min((r[i] for r in rounds), key=lambda x: x["median_s"]) for i in (0, 1)]
     return {"base_latency": fastest[0], "latency": fastest[1],
             "speedup": ratios[len(ratios) // 2], "speedup_rounds": ratios}
+
+
+REFERENCE_SAMPLING = {"sampler": "ddim", "steps": 50}   # what per-image speed-ups compare to
+
+
+def unet_calls(steps: int, interval: Optional[int] = None) -> tuple:
+    """(full, cached) UNet calls of one trajectory of ``steps`` steps; every sampler here
+    calls the UNet once per step, and DeepCache runs the whole UNet every ``interval`` calls."""
+    full = steps if not interval else -(-steps // interval)
+    return full, steps - full
+
+
+def image_macs(size: dict, steps: int, interval: Optional[int] = None) -> int:
+    """MACs to generate one image: full steps × MACs per step + cached steps × their MACs."""
+    full, cached = unet_calls(steps, interval)
+    return int(full * size["macs_per_image"] + cached * size.get("cached_step_macs", 0))
+
+
+def image_cost_vs_base(base, compressed, cfg, device: str) -> dict:
+    """Time and MACs to generate one image with the run's own sampler, steps, η and caching,
+    against the dense base with DDIM 50 steps: a batch of ``cfg.latency_batch`` images drawn
+    end to end (sampler arithmetic included), the two timed in LATENCY_ROUNDS alternating
+    rounds; ``speedup`` is the median of the rounds' ratios."""
+    from .evaluate import caching_of, sampler_kwargs
+    from .metrics import sampling_throughput, size_report
+
+    ref = REFERENCE_SAMPLING
+    batch, kwargs = cfg.latency_batch, sampler_kwargs(cfg)
+    rounds = []
+    for _ in range(LATENCY_ROUNDS):
+        time.sleep(LATENCY_PAUSE_S)
+        b = sampling_throughput(base.unet, dict(base.scheduler.config), ref["sampler"],
+                                ref["steps"], n=batch, device=device)
+        time.sleep(LATENCY_PAUSE_S)
+        c = sampling_throughput(compressed.unet, dict(compressed.scheduler.config), cfg.sampler,
+                                cfg.steps, n=batch, device=device, **kwargs)
+        rounds.append((b["seconds"] / batch, c["seconds"] / batch))
+    ratios = sorted(b / c for b, c in rounds)
+    caching = caching_of(compressed.unet)
+    interval = caching.get("cache_interval")
+    full, cached = unet_calls(cfg.steps, interval)
+    return {
+        "seconds": min(c for _, c in rounds), "base_seconds": min(b for b, _ in rounds),
+        "speedup": ratios[len(ratios) // 2], "speedup_rounds": ratios,
+        "macs": image_macs(size_report(compressed.unet), cfg.steps, interval),
+        "base_macs": image_macs(size_report(base.unet), ref["steps"]),
+        "unet_calls": {"full": full, "cached": cached},
+        "setup": {"sampler": cfg.sampler, "steps": cfg.steps, **kwargs, **caching},
+        "base_setup": dict(ref), "batch_size": batch, "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def remeasure_latency(store: RunStore, run_id: str, device: str = "cpu",
@@ -352,7 +420,13 @@ def remeasure_latency(store: RunStore, run_id: str, device: str = "cpu",
         device = "cpu"  # as when it was measured first
     report(progress, 0, 1, f"timing {run_id}")
     new = latency_vs_base(base.unet, compressed.unet, batch, device)
-    old = {k: m.get(k) for k in ("latency", "base_latency", "speedup", "speedup_rounds")}
+    from .evaluate import EvalConfig
+
+    ev = Recipe.from_dict(run["recipe"]).eval
+    new["per_image"] = image_cost_vs_base(base, compressed, EvalConfig(
+        sampler=ev["sampler"], steps=ev["steps"], eta=ev["eta"], latency_batch=batch), device)
+    old = {k: m.get(k) for k in ("latency", "base_latency", "speedup", "speedup_rounds",
+                                 "per_image")}
     m["latency_history"] = m.get("latency_history", []) + [old]
     m.update(new)
     m["latency_remeasured"] = time.strftime("%Y-%m-%d %H:%M:%S")

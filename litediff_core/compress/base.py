@@ -73,6 +73,9 @@ class Stage:
     implement ``apply``."""
 
     name: ClassVar[str] = ""
+    # traits the runner and the pages read (a method's facts live in its class only)
+    trains: ClassVar[bool] = False         # runs a training loop (its ``steps`` count as training)
+    previewable: ClassVar[bool] = False    # its size can be predicted without data or training
     must_be_last: ClassVar[bool] = False   # a sampling-time wrapper that nothing may follow
 
     @dataclass

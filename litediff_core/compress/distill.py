@@ -44,6 +44,7 @@ class Distill(Stage):
     """Knowledge distillation from ``state.teacher``; see the module docstring."""
 
     name = "distill"
+    trains = True
 
     @dataclass
     class Config:

@@ -39,6 +39,7 @@ class FineTune(Stage):
     """Fine-tune the current UNet on its dataset; see the module docstring."""
 
     name = "finetune"
+    trains = True
 
     @dataclass
     class Config:

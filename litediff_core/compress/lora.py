@@ -50,6 +50,7 @@ class LoRA(Stage):
     """Train LoRA adapters and merge them back; see the module docstring."""
 
     name = "lora"
+    trains = True
 
     @dataclass
     class Config:

@@ -137,6 +137,7 @@ class LowRank(Stage):
     docstring."""
 
     name = "low-rank"
+    previewable = True
 
     @dataclass
     class Config:

@@ -121,6 +121,7 @@ class StructuredPrune(Stage):
     """Remove whole channels (Torch-Pruning); see the module docstring."""
 
     name = "structured-prune"
+    previewable = True
 
     @dataclass
     class Config:

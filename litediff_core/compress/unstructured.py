@@ -66,6 +66,7 @@ class UnstructuredPrune(Stage):
     """Zero individual weights behind persistent masks; see the module docstring."""
 
     name = "unstructured-prune"
+    previewable = True
 
     @dataclass
     class Config:

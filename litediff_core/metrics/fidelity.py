@@ -122,6 +122,10 @@ class FidelityResult:
         sampler, steps = self.setup.get("sampler"), self.setup.get("steps")
         if sampler or steps:
             parts.append(" ".join(str(p) for p in (sampler, f"{steps} steps" if steps else None) if p))
+        if self.setup.get("eta"):
+            parts.append(f"η={self.setup['eta']:g}")
+        if self.setup.get("cache_interval"):
+            parts.append(f"DeepCache every {self.setup['cache_interval']} steps")
         parts.append(f"{self.extractor} features")
         lo, hi = self.fid_ci95
         ci = f" [{_fmt(lo)}, {_fmt(hi)}]" if self.bootstrap else ""

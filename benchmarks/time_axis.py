@@ -1,0 +1,185 @@
+"""Time as a compression axis: sampler × steps × feature caching × model, on the embedded
+default, into a run store, then ``benchmarks/time_axis.md``.
+
+    python benchmarks/time_axis.py --store cached_results            # the shipped grid
+    python benchmarks/time_axis.py --store cached_results --report   # only rewrite the table
+    python benchmarks/time_axis.py --store cached_results --retime   # time every run again
+
+Every row is a stored run (``litediff_core.runs``): FID on ``--n`` samples with its bootstrap
+interval, the quality gate, SSIM to the dense base at DDIM 50 from the same noise, the time to
+draw one image at the run's own sampler, steps and caching against the dense model at DDIM 50
+(alternating rounds in one process), and the MACs of one image (steps × MACs per step, cached
+steps counted as the shallow part they run). Runs already in the store are reused (same recipe
+→ same key), so a pass cut short resumes where it stopped. Time the grid with the machine
+otherwise idle (``--retime`` redoes the timings alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from litediff_core.device import cpu_label
+from litediff_core.errors import LiteDiffError
+from litediff_core.progress import TqdmProgress
+from litediff_core.recipes import Recipe
+from litediff_core.runs import RunStore, run_recipe
+
+# (sampler, steps), most informative first
+SAMPLINGS = [("dpm-solver++", 10), ("dpm-solver++", 5), ("dpm-solver++", 20), ("ddim", 50),
+             ("ddim", 20), ("ddim", 10), ("ddim", 5), ("dpm-solver++", 50)]
+CACHE = (None, 2, 3, 5)
+INT8 = [{"stage": "quant-onnx-int8"}]
+STRUCTURED = [{"stage": "structured-prune", "config": {"ratio": 0.3, "importance": "diff-pruning",
+                                                       "global_pruning": True}},
+              {"stage": "finetune", "config": {"steps": 400, "lr": 1e-3, "ema": True,
+                                               "ema_decay": 0.995}}]
+
+
+def recipes(base: str, n: int, models) -> list:
+    """Most informative first: the dense model at every sampler × steps × caching (fewest steps
+    and DPM-Solver++ first), then the int8 model's samplers, then the recovered structured
+    model's (each of those recipes fine-tunes again: slow)."""
+    def r(stages, sampler, steps, cache=None):
+        if cache:
+            stages = stages + [{"stage": "deepcache", "config": {"interval": cache}}]
+        return Recipe(base=base, stages=stages, eval={"n": n, "sampler": sampler, "steps": steps})
+
+    out = []
+    if "dense" in models:
+        out += [r([], s, k, c) for s, k in SAMPLINGS for c in CACHE if c is None or c < k]
+    if "int8" in models:
+        out += [r(INT8, s, k) for s, k in (("dpm-solver++", 10), ("dpm-solver++", 20),
+                                           ("ddim", 50), ("ddim", 20))]
+    if "structured" in models:
+        out += [r(STRUCTURED, "dpm-solver++", 10, c) for c in (None, 2)]
+        out += [r(STRUCTURED, "ddim", 50)]
+    return out
+
+
+def _model(recipe: Recipe) -> str:
+    names = [s["stage"] for s in recipe.stages if s["stage"] != "deepcache"]
+    if not names:
+        return "dense"
+    return "int8 (ONNX)" if "quant-onnx-int8" in names else "structured 30% + FT 400"
+
+
+def _fmt(x, spec, missing="–"):
+    return missing if x is None else format(x, spec)
+
+
+def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
+    rows, reference = [], None
+    for recipe in recipes_:
+        d = store.find(recipe)
+        if d is None:
+            continue
+        run = store.load(d.name)
+        m = run["metrics"]
+        per, fid, gate = m.get("per_image") or {}, m.get("fidelity", {}), m.get("quality_gate", {})
+        cache = next((s["config"]["interval"] for s in recipe.stages if s["stage"] == "deepcache"),
+                     None)
+        row = {"id": d.name, "model": _model(recipe), "sampler": recipe.eval["sampler"],
+               "steps": recipe.eval["steps"], "cache": cache, "fid": fid.get("fid"),
+               "ci": fid.get("fid_ci95") or [None, None], "gate": gate.get("passes"),
+               "ssim": m.get("consistency", {}).get("ssim_mean"),
+               "image_ms": per.get("seconds", 0) * 1000 or None,
+               "image_speedup": per.get("speedup"), "gmacs": (per.get("macs") or 0) / 1e9 or None,
+               "step_speedup": m.get("speedup"), "cpu": m.get("environment", {}).get("cpu", "")}
+        if (row["model"], row["sampler"], row["steps"], row["cache"]) == ("dense", "ddim", 50, None):
+            reference = row
+            row["image_speedup"] = row["image_speedup"] or 1.0   # the reference itself
+        rows.append(row)
+    lines = [
+        "# Time as a compression axis (embedded default)", "",
+        f"Command: `{command}`  ",
+        f"Machine: {cpu_label()}; PyTorch CPU, {rows[0]['cpu'] if rows else ''}  ",
+        f"Written {time.strftime('%Y-%m-%d %H:%M')}. FID: classifier features "
+        f"(litediff-fmnist-cnn-v1), {recipes_[0].eval['n'] if recipes_ else ''} samples, seed 0, "
+        f"bootstrap 95% interval; SSIM to the dense model at DDIM 50 from the same noise (256 "
+        f"samples). Time per image: a batch of 16 drawn end to end, ratio to the dense model at "
+        f"DDIM 50 timed in alternating rounds in the same process. MACs per image: every UNet "
+        f"call of the trajectory (DeepCache's cached steps run only the shallow part).", "",
+        "| model | sampler | steps | DeepCache | FID [95% CI] | gate | SSIM to dense DDIM 50 "
+        "| ms / image | speed-up / image | GMACs / image | speed-up / step |",
+        "|---|---|---:|---:|---|:-:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ci = row["ci"]
+        lines.append(
+            f"| {row['model']} | {row['sampler']} | {row['steps']} | "
+            f"{_fmt(row['cache'], 'd', 'off')} | {_fmt(row['fid'], '.1f')} "
+            f"[{_fmt(ci[0], '.1f')}, {_fmt(ci[1], '.1f')}] | "
+            f"{'pass' if row['gate'] else 'fail' if row['gate'] is False else '–'} | "
+            f"{_fmt(row['ssim'], '.3f')} | {_fmt(row['image_ms'], '.1f')} | "
+            f"{_fmt(row['image_speedup'], '.2f')}× | {_fmt(row['gmacs'], '.2f')} | "
+            f"{_fmt(row['step_speedup'], '.2f')}× |")
+    lines.append("")
+    if reference and reference["fid"]:
+        limit = 1.10 * reference["fid"]
+        hits = [r for r in rows if r["fid"] and r["fid"] <= limit and (r["image_speedup"] or 0) >= 10]
+        best = max((r for r in rows if r["fid"] and r["fid"] <= limit),
+                   key=lambda r: r["image_speedup"] or 0, default=None)
+        lines.append(f"**Target** (≥ 10× per image over dense DDIM 50 at FID ≤ +10%, i.e. ≤ "
+                     f"{limit:.1f}): " + (
+                         "reached by " + "; ".join(
+                             f"{r['model']} {r['sampler']} {r['steps']} steps, DeepCache "
+                             f"{_fmt(r['cache'], 'd', 'off')} ({r['image_speedup']:.1f}×, FID "
+                             f"{r['fid']:.1f})" for r in hits)
+                         if hits else "not reached" + (
+                             f"; the fastest within +10% is {best['model']} {best['sampler']} "
+                             f"{best['steps']} steps, DeepCache {_fmt(best['cache'], 'd', 'off')}: "
+                             f"{best['image_speedup']:.1f}× at FID {best['fid']:.1f}" if best else "")))
+    else:
+        lines.append("The dense DDIM 50 reference run is not in the store yet.")
+    missing = [r for r in recipes_ if store.find(r) is None]
+    if missing:
+        lines += ["", f"Not run yet ({len(missing)}): " + "; ".join(r.method() for r in missing)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def retime(store: RunStore, recipes_) -> None:
+    from litediff_core.runs import remeasure_latency
+
+    bases = {}
+    for recipe in recipes_:
+        d = store.find(recipe)
+        if d is not None and (d / "model").is_dir():
+            remeasure_latency(store, d.name, device="cpu", bases=bases,
+                              progress=TqdmProgress(f"timing {d.name}"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", default="cached_results")
+    p.add_argument("--base", default="embedded")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--models", default="dense,int8,structured")
+    p.add_argument("--report", action="store_true", help="only rewrite time_axis.md")
+    p.add_argument("--retime", action="store_true", help="time the stored runs again")
+    p.add_argument("--out", default=str(Path(__file__).with_name("time_axis.md")))
+    args = p.parse_args(argv)
+    store = RunStore(args.store)
+    todo = recipes(args.base, args.n, args.models.split(","))
+    command = "python benchmarks/time_axis.py " + " ".join(argv or sys.argv[1:])
+    try:
+        if args.retime:
+            retime(store, todo)
+        elif not args.report:
+            for i, recipe in enumerate(todo):
+                print(f"[{i + 1}/{len(todo)}] {recipe.method()}", flush=True)
+                try:
+                    run_recipe(recipe, store, progress=TqdmProgress(recipe.method()), device="cpu")
+                except LiteDiffError as e:
+                    print(f"  failed: {e}", flush=True)
+                write_report(store, todo, Path(args.out), command)
+        write_report(store, todo, Path(args.out), command)
+    except LiteDiffError as e:
+        print(f"time_axis: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
