@@ -92,6 +92,28 @@ def cmd_info(args) -> dict:
             "training": base.meta.card.get("training", {}).get("command")}
 
 
+def _sampling(args) -> dict:
+    """The sampler options beyond sampler and steps, checked before any work."""
+    if not 0.0 <= args.eta <= 1.0:
+        raise LiteDiffError(f"--eta must be between 0 and 1, not {args.eta:g}")
+    if args.eta and args.sampler not in ("ddim", "ams"):
+        raise LiteDiffError(f"--eta applies to ddim and ams only, not {args.sampler}")
+    if args.cache is not None and not 2 <= args.cache < args.steps:
+        raise LiteDiffError(f"--cache must be at least 2 and below --steps ({args.steps}), "
+                            f"not {args.cache}")
+    return {"eta": args.eta} if args.eta else {}
+
+
+def _cached(unet, args):
+    """``unet`` wrapped in DeepCache when ``--cache`` is given (refused where the architecture
+    cannot honour it)."""
+    if args.cache is None:
+        return unet
+    from .compress import DeepCacheUNet
+
+    return DeepCacheUNet(unet, args.cache, args.cache_branch).eval()
+
+
 def cmd_sample(args) -> dict:
     import time
 
@@ -100,19 +122,23 @@ def cmd_sample(args) -> dict:
 
     out = _writable(args.out)
     fmt = _image_format(out)
+    kwargs = _sampling(args)
     from .samplers import generate, grid
 
     base = _load(args)
     device = resolve_device(args.device)
+    unet = _cached(base.unet.to(device), args)
     t0 = time.perf_counter()
-    images = generate(base.unet.to(device), dict(base.scheduler.config), sampler=args.sampler,
+    images = generate(unet, dict(base.scheduler.config), sampler=args.sampler,
                       steps=args.steps, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                      device=device, progress=TqdmProgress("sampling"))
+                      device=device, progress=TqdmProgress("sampling"), **kwargs)
     seconds = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         grid(images, nrow=args.nrow).save(tmp, format=fmt)
     return {"out": str(out), "n": args.n, "sampler": args.sampler, "steps": args.steps,
+            **kwargs, **({"cache": args.cache, "cache_branch": args.cache_branch}
+                         if args.cache else {}),
             "seed": args.seed, "device": device, "seconds": round(seconds, 3)}
 
 
@@ -121,11 +147,15 @@ def cmd_eval(args) -> dict:
     from .fileio import write_json_atomic
 
     out = _writable(args.json_out)
+    _sampling(args)
     base = _load(args)
     if args.card and base.meta.kind == "hub":
         raise LiteDiffError("--card writes into a local model folder; a hub id has none")
-    cfg = EvalConfig(n=args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                     batch_size=args.batch_size, device=args.device)
+    if args.card and args.cache:
+        raise LiteDiffError("--card records the model's own figures: drop --cache")
+    base.unet = _cached(base.unet, args)
+    cfg = EvalConfig(n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                     seed=args.seed, batch_size=args.batch_size, device=args.device)
     result = evaluate(base, cfg, progress=TqdmProgress("eval"))
     if args.card:
         from .model_card import write_card
@@ -254,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--batch-size", type=_positive(int), default=100)
         sp.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+        sp.add_argument("--eta", type=float, default=0.0,
+                        help="DDIM's η for ddim and ams (0 deterministic … 1 DDPM-like)")
+        sp.add_argument("--cache", type=int, metavar="N",
+                        help="DeepCache: run the whole UNet every N steps, reuse its deep "
+                             "features in between (N ≥ 2, below --steps)")
+        sp.add_argument("--cache-branch", type=int, default=0, metavar="B",
+                        help="DeepCache skip branch recomputed on cached steps (0 = top level)")
 
     model_cmd("info", "show a model's source, config, size and MACs").set_defaults(fn=cmd_info)
 

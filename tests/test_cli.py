@@ -133,3 +133,26 @@ def test_bad_arguments_are_one_line(argv, capsys):
         main(argv)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("litediff: error:") and "\n" not in err
+
+
+def test_sample_with_feature_caching_and_eta(tiny_folder, tmp_path, capsys):
+    png = tmp_path / "c.png"
+    assert main(["sample", tiny_folder, "--n", "2", "--steps", "4", "--cache", "2", "--eta",
+                 "0.5", "--out", str(png), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["cache"], result["eta"]) == (2, 0.5) and png.exists()
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--cache", "1"], "--cache must be at least 2"),
+    (["--cache", "4"], "below --steps (4)"),
+    (["--cache", "2", "--cache-branch", "1"], "branch must be between 0 and 0"),
+    (["--sampler", "dpm-solver++", "--eta", "0.3"], "--eta applies to ddim and ams only"),
+    (["--eta", "1.5"], "--eta must be between 0 and 1"),
+])
+def test_sampling_options_that_cannot_run_are_refused(tiny_folder, tmp_path, capsys, extra, says):
+    png = tmp_path / "never.png"
+    assert main(["sample", tiny_folder, "--steps", "4", "--out", str(png), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("litediff: error:") and says in err and "\n" not in err
+    assert not png.exists()

@@ -69,7 +69,16 @@ def test_run_writes_a_complete_folder_and_is_reused(tmp_path, base_folder):
     assert m["speedup"] > 0 and m["base_latency"]["batch_size"] == 2
     rounds = m["speedup_rounds"]  # alternating base / run timings: the median ratio is reported
     assert len(rounds) == 3 and rounds[0] <= m["speedup"] <= rounds[-1]
-    assert 0 < m["consistency"]["ssim_mean"] <= 1
+    # consistency: the run's own sampling (DDIM 3) against the dense base at DDIM 50
+    assert -1 <= m["consistency"]["ssim_mean"] <= 1
+    assert m["consistency"]["setup"].startswith("compressed with ddim 3 steps vs the base with "
+                                                "DDIM 50 steps")
+    # per image: its own 3 steps against the dense base's 50, timed in alternating rounds
+    per = m["per_image"]
+    assert per["unet_calls"] == {"full": 3, "cached": 0} and per["setup"]["steps"] == 3
+    assert per["macs"] == 3 * m["size"]["macs_per_image"]
+    assert per["base_macs"] > 16 * per["macs"]   # 50 dense steps vs 3 pruned ones
+    assert len(per["speedup_rounds"]) == 3 and per["speedup"] > 1   # 3 steps of a pruned model
     assert m["fidelity"]["n_generated"] == 24 and "3 steps" in m["fidelity"]["label"]
     # paths inside a run are relative to its folder: none names the temporary folder or tmp_path
     assert m["model"] == "model" and (run / m["model"]).is_dir()
