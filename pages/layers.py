@@ -1,29 +1,93 @@
 """Layers: what a compression run did to each layer and block (the run's ``layers.csv``, written
 by ``litediff_core.runs``), and how two runs differ."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from litediff_core import slides
 from pages import _shared as ui
 
 SETUP = ("params: weights of the layer; MACs: multiply-accumulates of one image per UNet step "
          "(fvcore trace); channels: output channels of the layer's weight")
 
 
-def heatmap(layers, title: str) -> go.Figure:
-    ch = ui.channel_table(layers)
+ROWS = {  # heatmap rows: what a run can change in a layer
+    "channels_kept": "channels kept (after / before)",
+    "params_kept": "params kept (factorised: after / before)",
+    "sparsity": "sparsity (fraction of zero weights)",
+}
+
+
+def heatmap(changes, rows, title: str) -> go.Figure:
+    """One row per kind of change the run made (``rows``), one column per layer with weights,
+    in forward order, labelled with short block names (full names on hover); top-level blocks
+    are marked above the map."""
+    short = ui.short_layer_names(changes["name"])
+    z = [changes[r].astype(float).tolist() for r in rows]
+    top = max([1.0] + [v for row in z for v in row if v == v])
+    custom = [list(zip(changes["name"], changes["channels_before"].fillna(0).astype(int),
+                       changes["channels_after"].fillna(0).astype(int),
+                       changes["params_before"].fillna(0).astype(int),
+                       changes["params_after"].fillna(0).astype(int)))] * len(rows)
     fig = go.Figure(go.Heatmap(
-        z=[ch["channels_kept"].tolist(), ch["sparsity"].tolist()], x=ch["name"],
-        y=["channels kept (after / before)", "sparsity (fraction of zero weights)"],
-        zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "fraction"},
-        customdata=[list(zip(ch["channels_before"], ch["channels_after"]))] * 2,
-        hovertemplate="%{x}<br>%{y}: %{z:.3f}<br>channels %{customdata[0]} → "
-                      "%{customdata[1]}<extra></extra>"))
-    fig.update_layout(title=title, height=330, margin={"t": 60, "b": 10},
-                      xaxis={"showticklabels": False, "title": "layers, input → output (hover "
-                                                               "for names)"})
+        z=z, x=short, y=[ROWS[r] for r in rows], zmin=0, zmax=top, colorscale="Viridis",
+        colorbar={"title": "fraction"}, customdata=custom, xgap=1, ygap=2,
+        hovertemplate="<b>%{customdata[0]}</b><br>%{y}: %{z:.3f}<br>channels %{customdata[1]}"
+                      " → %{customdata[2]}<br>params %{customdata[3]} → %{customdata[4]}"
+                      "<extra></extra>"))
+    blocks = changes["name"].map(ui.block_of).tolist()
+    start = 0
+    for i in range(1, len(blocks) + 1):  # a label over each top-level block, a line between
+        if i == len(blocks) or blocks[i] != blocks[start]:
+            fig.add_annotation(x=(start + i - 1) / 2, y=1.0, yref="paper", yanchor="bottom",
+                               text=ui.short_layer_name(blocks[start]), showarrow=False,
+                               font={"size": 11})
+            if i < len(blocks):
+                fig.add_vline(x=i - 0.5, line={"color": "white", "width": 2})
+            start = i
+    fig.update_layout(title=title, height=260 + 40 * len(rows), margin={"t": 110, "b": 10},
+                      xaxis={"tickangle": -60, "tickfont": {"size": 10},
+                             "title": "layers with weights, input → output"})
     return fig
+
+
+def count(value) -> str:
+    """1.27 M, 52.1 k, 160: three significant digits at any size (blocks of a tiny model too)."""
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= div:
+            return f"{slides.sig(value / div)}{unit}"
+    return f"{value:.0f}"
+
+
+def block_summary(blocks):
+    """Params and MACs per top-level block, before → after, as readable text."""
+    def change(before, after):
+        return f"{after / before - 1:+.0%}" if before else ("new" if after else "—")
+
+    rows = []
+    for _, b in blocks.iterrows():
+        if not (b["params_before"] or b["params_after"] or b["macs_before"] or b["macs_after"]):
+            continue  # parameter-free and MAC-free (activations, time_proj)
+        rows.append({
+            "block": b["block"],
+            "params before → after": f"{count(b['params_before'])} → "
+                                     f"{count(b['params_after'])}",
+            "params change": change(b["params_before"], b["params_after"]),
+            "MACs before → after": f"{count(b['macs_before'])} → "
+                                   f"{count(b['macs_after'])}",
+            "MACs change": change(b["macs_before"], b["macs_after"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def nothing_changed_note(recipe: dict) -> str:
+    stages = [s.get("stage", "?") for s in recipe.get("stages", [])]
+    what = (f"its stages ({', '.join(stages)}) change weight values or how they are computed, "
+            "not which weights exist") if stages else "it has no compression stage"
+    return (f"This run changed no layer's channels, shape or sparsity: {what}. Its layer map "
+            "would be the base's, so none is drawn.")
 
 
 AFTER = (("params_before", "macs_before"), ("params_after", "macs_after"))
@@ -74,14 +138,30 @@ def main() -> None:
                 delta_color="inverse")
 
     shape = ui.model_shape(store.root / run_id)
-    setup = f"<br><sup>fvcore trace of one {shape} image per UNet step; fractions in [0, 1]</sup>"
-    st.plotly_chart(heatmap(layers, f"Per-layer channels kept and sparsity — "
-                                    f"{recipe.get('name')}{setup}"), key="ly_heat")
+    setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
+    changes = ui.layer_changes(layers)
+    rows = ui.changed_rows(changes)
+    if rows:
+        names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
+        st.plotly_chart(heatmap(changes, rows, f"Per layer: {names} — {recipe.get('name')}"
+                                               f"{setup}"), key="ly_heat")
+        stages = {s.get("stage") for s in recipe.get("stages", [])}
+        if "sparsity" in rows and "unstructured-prune" not in stages:
+            st.caption(f"No pruning stage zeroed these weights: they are weights that "
+                       f"{', '.join(sorted(stages)) or 'the run'} left (or rounded) at zero.")
+        st.caption("Rows appear only for what this run changed; columns are the layers with "
+                   "weights, named block by block (down1.res0.conv1 = "
+                   "down_blocks.1.resnets.0.conv1; hover for the full name).")
+    else:
+        st.info(nothing_changed_note(recipe))
     blocks = ui.block_table(layers)
-    st.plotly_chart(block_bars(blocks, "Per block (first two parts of the layer name): base "
-                                       f"(before) vs this run (after){setup}"), key="ly_blocks")
+    st.markdown("**Per block** (top-level blocks of the UNet: base → this run)")
+    st.dataframe(block_summary(blocks), hide_index=True, key="ly_block_table")
+    st.plotly_chart(block_bars(blocks, "Per block: base (before) vs this run (after)"
+                                       f"{setup}"), key="ly_blocks")
     with st.expander("Per-layer table"):
-        st.dataframe(layers, hide_index=True)
+        st.dataframe(layers.sort_values("name", key=lambda n: n.map(ui.layer_order),
+                                        kind="stable"), hide_index=True)
 
     st.subheader("Difference between two runs")
     others = [r for r in refs if r != ref]

@@ -9,13 +9,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from litediff_core import slides
 from litediff_core.errors import LiteDiffError
 from pages import _shared as ui
 
+# the table's columns (those the run table has: image_ms, image_speedup and macs_total come
+# with runs measured per image)
 SHOWN = ["store", "id", "name", "method", "status", "params", "nonzero_params", "bytes", "macs",
-         "latency_ms", "speedup", "fid", "fid_lo", "fid_hi", "kid", "ssim_to_base",
-         "psnr_to_base", "gate", "train_steps", "wall_s", "eval", "extractor", "device",
-         "created", "error"]
+         "latency_ms", "speedup", "image_ms", "image_speedup", "macs_total", "fid", "fid_lo",
+         "fid_hi", "kid", "ssim_to_base", "psnr_to_base", "gate", "train_steps", "wall_s",
+         "eval", "extractor", "device", "created", "error"]
+EXPORTS = {"slide": "slide columns: name, params, size, MACs, speed-up, FID [95% CI], SSIM",
+           "all": "all columns"}
 COLUMN_CONFIG = {
     "params": st.column_config.NumberColumn("params", help="parameters", format="%d"),
     "nonzero_params": st.column_config.NumberColumn("non-zero params", format="%d"),
@@ -27,14 +32,26 @@ COLUMN_CONFIG = {
                                                 format="%.2f"),
     "speedup": st.column_config.NumberColumn("speed-up", help="base latency / this latency, "
                                              "measured in the same run", format="%.2f×"),
+    "image_ms": st.column_config.NumberColumn("time per image (ms)", format="%.1f",
+                                              help="whole image at the run's own sampling"),
+    "image_speedup": st.column_config.NumberColumn(
+        "speed-up per image", format="%.2f×",
+        help="against the dense base at DDIM 50 steps, whole images"),
+    "macs_total": st.column_config.NumberColumn("MACs per image", format="%.3e",
+                                                help="all UNet calls of one image"),
     "fid": st.column_config.NumberColumn("FID", format="%.2f"),
     "created": st.column_config.DatetimeColumn("finished"),
 }
 COMPARED = [("params", "params"), ("nonzero_params", "params"), ("bytes", "bytes"),
-            ("macs", "macs"), ("latency_ms", "ms"), ("speedup", "x"), ("fid", ""),
+            ("macs", "macs"), ("latency_ms", "ms"), ("speedup", "x"), ("image_ms", "ms"),
+            ("image_speedup", "x"), ("fid", ""),
             ("fid_lo", ""), ("fid_hi", ""), ("kid", ""), ("ssim_to_base", ""),
             ("psnr_to_base", ""), ("gate", ""), ("train_steps", ""), ("wall_s", ""),
             ("eval", ""), ("extractor", ""), ("device", "")]
+
+
+def shown(table: pd.DataFrame) -> list:
+    return [c for c in SHOWN if c in table.columns]
 
 
 def filtered(table: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +59,8 @@ def filtered(table: pd.DataFrame) -> pd.DataFrame:
     text = c[0].text_input("Filter", key="rn_filter", placeholder="name, method or id contains…")
     statuses = sorted(table["status"].dropna().unique())
     chosen = c[1].multiselect("Status", statuses, default=statuses, key="rn_status")
-    sort_by = c[2].selectbox("Sort by", SHOWN, index=SHOWN.index("created"), key="rn_sort")
+    cols = shown(table)
+    sort_by = c[2].selectbox("Sort by", cols, index=cols.index("created"), key="rn_sort")
     ascending = c[3].toggle("Ascending", value=False, key="rn_asc")
     df = table[table["status"].isin(chosen)]
     if text.strip():
@@ -54,17 +72,31 @@ def filtered(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def export(df: pd.DataFrame) -> None:
-    out = df[SHOWN].copy()
-    out["created"] = pd.to_datetime(out["created"], unit="s", errors="coerce")
-    c = st.columns(3)
-    c[0].download_button("CSV", out.to_csv(index=False), "runs.csv", "text/csv", key="rn_csv")
-    c[1].download_button("Markdown", ui.markdown_table(out), "runs.md", "text/markdown",
-                         key="rn_md")
-    latex = ui.latex_table(out.drop(columns=["error"]))
-    if latex is None:
-        c[2].caption("LaTeX export needs jinja2 (not installed).")
-    else:
-        c[2].download_button("LaTeX", latex, "runs.tex", "text/x-tex", key="rn_tex")
+    """The shown runs as tables for slides (``litediff_core.slides``: formatted numbers, units
+    in the headers) in Markdown and LaTeX; CSV keeps the raw numbers of the same columns."""
+    st.markdown("**Export the shown runs**")
+    which = st.radio("Columns", list(EXPORTS), format_func=EXPORTS.get, horizontal=True,
+                     key="rn_export_cols")
+    table, note = slides.slide_table(df, which), slides.setup_note(df)
+    raw_cols = [c for col in slides.columns_for(df, which)
+                for c in (("fid", "fid_lo", "fid_hi") if col == slides.FID_CI else (col,))
+                if c in df.columns]
+    raw = df[raw_cols if which == "slide" else shown(df)].copy()
+    if "created" in raw.columns:
+        raw["created"] = pd.to_datetime(raw["created"], unit="s", errors="coerce")
+    md, tex = slides.markdown(table, note), slides.latex(table, note)
+    c = st.columns(4)
+    c[0].download_button("CSV", raw.to_csv(index=False), "runs.csv", "text/csv", key="rn_csv",
+                         help="raw numbers (params, bytes, MACs as counts)")
+    c[1].download_button("Markdown", md, "runs.md", "text/markdown", key="rn_md")
+    c[2].download_button("LaTeX", tex, "runs.tex", "text/x-tex", key="rn_tex",
+                         help="a tabular to paste into a slide: every special character "
+                              "escaped, no package needed")
+    c[3].download_button("LaTeX document", slides.latex_document(tex), "runs-table.tex",
+                         "text/x-tex", key="rn_tex_doc",
+                         help="the same table in a standalone document: pdflatex compiles it")
+    with st.expander("Preview of the exported table"):
+        st.markdown(md)
 
 
 def _ask_delete(ref: str):
@@ -123,6 +155,8 @@ def compare_section(table: pd.DataFrame) -> None:
     ra, rb = rows.loc[a], rows.loc[b]
     out = []
     for col, kind in COMPARED:
+        if col not in rows.columns:
+            continue
         va, vb = ra[col], rb[col]
         numeric = all(isinstance(v, Number) and not isinstance(v, (bool, np.bool_))
                       and pd.notna(v) for v in (va, vb))
@@ -170,8 +204,8 @@ def main() -> None:
     df = filtered(table)
     st.caption(f"{len(df)} of {len(table)} runs · sizes in parameters / bytes / MACs per image "
                f"per UNet step; latency in ms per UNet step at each run's latency batch.")
-    st.dataframe(df[SHOWN].assign(created=pd.to_datetime(df["created"], unit="s",
-                                                         errors="coerce")),
+    st.dataframe(df[shown(df)].assign(created=pd.to_datetime(df["created"], unit="s",
+                                                             errors="coerce")),
                  hide_index=True, column_config=COLUMN_CONFIG, key="rn_table")
     export(df)
     compare_section(table)
