@@ -34,8 +34,9 @@ def stored_samples(table) -> None:
         with cols[i % len(cols)]:
             st.image(str(Path(row["path"]) / "samples.png"), width="stretch",
                      caption=f"{row['name']} ({row['store']} `{row['id']}`) — "
-                             f"{min(int(ev.get('n', 64)), 64)} samples, DDIM {ev.get('steps')} "
-                             f"steps, seed {recipe.get('seed')}, {row['device'] or 'device ?'}")
+                             f"{min(int(ev.get('n', 64)), 64)} samples, "
+                             f"{ev.get('sampler', 'ddim')} {ev.get('steps')} steps, seed "
+                             f"{recipe.get('seed')}, {row['device'] or 'device ?'}")
             st.caption(f"FID {ui.fmt(row['fid'], '')} ({row['eval']}, {row['extractor']} "
                        f"features) · {ui.fmt(row['params'], 'params')} params")
 
