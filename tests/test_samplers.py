@@ -275,7 +275,8 @@ def test_ams_follows_its_documented_recursion(cfg):
     torch.testing.assert_close(out, x.clamp(-1, 1), atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("kw", [{}, {"lam_max": 0.3}, {"base": "ddpm"}, {"eta": 1.0}])
+@pytest.mark.parametrize("kw", [{}, {"lam_max": 0.3}, {"lam_max": -0.5}, {"base": "ddpm"},
+                                {"eta": 1.0}])
 def test_ams_keeps_the_spread_of_the_data(cfg, kw):
     """On data with a known exact ε (i.i.d. Gaussian pixels, std 0.3), AMS must draw samples
     as spread as its base does. The update with a² + b² = 1 counted every increment ~1.17
@@ -320,6 +321,8 @@ def test_registry_and_shared_settings(cfg):
     ({"sampler": "ddim", "lam_max": 0.1}, "does not take lam_max"),
     ({"sampler": "ams", "base": "heun"}, "base"),
     ({"sampler": "ams", "c": 1.5}, "c must be"),
+    ({"sampler": "ams", "c": -0.1}, "c must be between 0 and 1"),
+    ({"sampler": "ams", "lam_max": -1.5}, "lam_max must be between -1 and 1"),
     ({"sampler": "ddpm", "timestep_spacing": "karras"}, "timestep_spacing"),
 ])
 def test_bad_arguments_raise_litediff_error(tiny_unet, cfg, kwargs, match):
