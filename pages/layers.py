@@ -119,7 +119,8 @@ def main() -> None:
     focus = st.session_state.get("layers_focus")
     if focus not in refs:  # open on a compressed run: the dense base's map is all "kept"
         methods = table.set_index("ref")["method"]
-        focus = next((r for r in refs if methods.get(r) != "base (dense)"), refs[0])
+        focus = next((r for r in refs if not str(methods.get(r, "")).startswith("base (dense)")),
+                     refs[0])  # the dense base's method may carry its sampler: "… · ddim 2"
     ref = st.selectbox("Run", refs, format_func=choices.get, key="ly_run",
                        index=refs.index(focus))
     store, run_id = ui.resolve(ref)
