@@ -132,6 +132,12 @@ class Recipe:
         hashed = {k: v for k, v in self.to_dict().items() if k != "name"}
         hashed["eval"] = {k: v for k, v in self.eval.items()
                           if not (k in EVAL_ADDED and v == EVAL_ADDED[k])}
+        from .compress import STAGES
+
+        hashed["stages"] = [{**s, "config": {
+            k: v for k, v in s["config"].items()
+            if not (k in STAGES[s["stage"]].added_options
+                    and v == STAGES[s["stage"]].added_options[k])}} for s in self.stages]
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
 
     def method(self) -> str:

@@ -77,6 +77,9 @@ class Stage:
     trains: ClassVar[bool] = False         # runs a training loop (its ``steps`` count as training)
     previewable: ClassVar[bool] = False    # its size can be predicted without data or training
     must_be_last: ClassVar[bool] = False   # a sampling-time wrapper that nothing may follow
+    # options added after runs were stored, with their defaults: a recipe's key leaves them
+    # out while they keep the default, so stored runs (cached_results/) are still found
+    added_options: ClassVar[dict] = {}
 
     @dataclass
     class Config:
