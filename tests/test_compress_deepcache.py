@@ -139,3 +139,17 @@ def test_recipes_put_caching_last_and_below_the_sampling_steps():
     with pytest.raises(LiteDiffError, match="eta"):
         Recipe(eval={"sampler": "dpm-solver++", "eta": 0.5})
     assert json.loads(json.dumps(Recipe(stages=[cache], eval={"steps": 10}).to_dict()))
+
+
+def test_options_added_later_leave_stored_keys_valid(monkeypatch):
+    """A stage option added after runs were stored is left out of the key at its default."""
+    from litediff_core.compress import STAGES
+
+    spec = {"stage": "deepcache", "config": {"interval": 3}}
+    key = Recipe(stages=[spec]).key()
+    monkeypatch.setattr(STAGES["deepcache"], "added_options", {"branch": 0})
+    assert Recipe(stages=[spec]).key() != key          # branch=0 no longer hashed
+    assert Recipe(stages=[spec]).key() == Recipe(
+        stages=[{"stage": "deepcache", "config": {"interval": 3, "branch": 0}}]).key()
+    assert Recipe(stages=[{"stage": "deepcache", "config": {"interval": 3, "branch": 1}}],
+                  ).key() != Recipe(stages=[spec]).key()
