@@ -4,6 +4,7 @@ its widgets change what is shown, and a recipe runs (and cancels) through the jo
 Tiny on purpose: a 28×28 UNet of ~0.2 M params, eval n=16 with 2 DDIM steps."""
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -163,6 +164,76 @@ def test_pareto_selects_change_the_figure_and_a_click_shows_the_run(with_runs):
     assert len(at.get("image")) == 1 and at.session_state["layers_focus"] == ref
 
 
+def test_pareto_families_rings_hover_and_images_keep_colours(with_runs, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pages import _shared
+
+    at = ok(page("pareto"))
+    fig = figures(at)[0]
+    points = {t["legendgroup"]: t for t in fig["data"] if t.get("mode") == "markers"
+              and t.get("legendgroup") not in ("ring",)}
+    structured, unstructured = points["structured"], points["unstructured"]
+    assert structured["name"].startswith("structured-prune(l1, 0.5)")
+    assert unstructured["name"].startswith("unstructured-prune(l1, 0.5) → finetune(2)")
+    assert structured["legendgrouptitle"]["text"] == "structured pruning"
+    assert structured["marker"]["color"] != unstructured["marker"]["color"]
+    assert structured["marker"]["symbol"] != unstructured["marker"]["symbol"]
+    hover = structured["customdata"][0][1]
+    assert "pruned by half" in hover and " M params" in hover and "FID: " in hover
+    assert re.search(r"FID: \d+(\.\d)? \[\d", hover) and "e+0" not in hover
+    ring = next(t for t in fig["data"] if t.get("legendgroup") == "ring")
+    assert ring["name"] == "newest run" and ring["marker"]["symbol"] == "circle-open"
+    newest = max(with_runs.ids, key=lambda i: json.loads(
+        (with_runs.store / i / "status.json").read_text())["finished"])
+    assert ring["customdata"][0][0] == f"yours:{newest}"
+    frontier = next(t for t in fig["data"] if t["name"] == "Pareto frontier")
+    assert frontier["text"] and any("Pareto frontier" in a["text"]
+                                    for a in fig["layout"]["annotations"])
+    # a selected point takes the ring
+    other = next(i for i in with_runs.ids if i != newest)
+    at.session_state["pa_chart"] = {"selection": {"points": [{"customdata": [f"yours:{other}"]}]}}
+    ring = next(t for t in figures(ok(at.run()))[0]["data"] if t.get("legendgroup") == "ring")
+    assert ring["name"] == "selected run" and ring["customdata"][0][0] == f"yours:{other}"
+    # PNG and SVG keep the series' colours and the legend
+    at.button(key="pa_png_make").click().run()
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("kaleido needs Chrome or Chromium for PNG/SVG")
+    png = Image.open(io.BytesIO(at.session_state["pa_png_bytes"][1])).convert("RGB")
+    pixels = np.asarray(png).reshape(-1, 3).astype(int)
+    for trace in points.values():
+        colour = trace["marker"]["color"]
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        close = (np.abs(pixels - rgb).max(axis=1) <= 2).sum()
+        assert close >= 50, f"{trace['name']}: {colour} on {close} pixels of the PNG"
+    svg = at.session_state["pa_svg_bytes"][1].decode()
+    assert svg.lstrip().startswith("<svg") or "<svg" in svg[:500]
+    assert "structured pruning" in svg and "Pareto frontier" in svg
+    assert structured["marker"]["color"] in svg.lower() or \
+        _rgb(structured["marker"]["color"]) in svg
+    labels = [d.proto.label for d in ok(at).get("download_button")]
+    assert "Download figure (PNG)" in labels and "Download figure (SVG)" in labels
+    # per-image axes: offered only when the run table has them
+    table = _shared.runs_table()
+    for col in ("image_ms", "macs_total"):
+        table[col] = [123.0, 4.5e9][: len(table)] + [None] * max(0, len(table) - 2)
+    monkeypatch.setattr(_shared, "runs_table", lambda: table)
+    options = ok(page("pareto")).selectbox(key="pa_x").options
+    assert any("time per image" in o for o in options) and any("all UNet steps" in o
+                                                               for o in options)
+    monkeypatch.setattr(_shared, "runs_table",
+                        lambda: table.drop(columns=["image_ms", "macs_total"]))
+    options = ok(page("pareto")).selectbox(key="pa_x").options
+    assert not any("time per image" in o or "all UNet steps" in o for o in options)
+
+
+def _rgb(colour: str) -> str:
+    return "rgb({}, {}, {})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
 def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
     """Runs of two evaluation setups: the page starts on the one most runs share plus that of
     your newest run, with a warning when they differ; one setup alone has no warning."""
@@ -252,6 +323,27 @@ def test_runs_filter_sort_compare_and_export(with_runs):
     assert any(label.startswith("Download model/ as zip") for label in labels)
 
 
+def test_runs_exports_formatted_slide_tables(with_runs):
+    at = ok(page("runs"))
+    radio = at.radio(key="rn_export_cols")
+    assert radio.value == "slide"
+
+    def preview():
+        return next(m.value for m in at.markdown if m.value.lstrip().startswith("|")
+                    and "params (M)" in m.value)
+
+    head = preview().splitlines()[0]
+    for column in ("params (M)", "size (MiB)", "MACs (M)", "speed-up per step",
+                   "FID [95% CI]", "SSIM to base"):
+        assert column in head
+    assert "step latency" not in head and "e+0" not in preview()
+    assert re.search(r"\| +\d+\.\d+ \[\d+\.\d, \d+\.\d\] \|", preview())  # FID [lo, hi]
+    radio.set_value("all").run()
+    assert "step latency (ms)" in preview().splitlines()[0] and "e+0" not in preview()
+    labels = [d.proto.label for d in ok(at).get("download_button")]
+    assert {"CSV", "Markdown", "LaTeX", "LaTeX document"} <= set(labels)
+
+
 def test_markdown_latex_and_zip_helpers(tmp_path, monkeypatch):
     import pandas as pd
 
@@ -296,17 +388,88 @@ def test_runs_delete_asks_first_and_cached_runs_are_read_only(tiny, env):
 def test_layers_heatmap_blocks_and_difference(with_runs):
     at = ok(page("layers"))
     heat, blocks, diff = figures(at)
-    assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["z"]) == 2
+    # the structured run changed channels only: one row, named layers on the axis
+    assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["z"]) == 1
+    assert heat["data"][0]["y"] == ["channels kept (after / before)"]
     assert "1×28×28 image per UNet step" in heat["layout"]["title"]["text"]
     kept = [v for v in heat["data"][0]["z"][0] if v is not None]
     assert kept and min(kept) < 1.0  # the structured run removed channels
+    x = list(heat["data"][0]["x"])
+    assert "down0.res0.conv1" in x and "conv_in" in x and x.index("conv_in") < x.index(
+        "down0.res0.conv1") < x.index("mid.res0.conv1") < x.index("conv_out")  # forward order
+    full = [c[0] for c in heat["data"][0]["customdata"][0]]
+    assert full[x.index("down0.res0.conv1")] == "down_blocks.0.resnets.0.conv1"  # on hover
+    assert {"down0", "mid", "up1"} <= {a["text"] for a in heat["layout"]["annotations"]}
     assert {t["name"] for t in blocks["data"]} == {"before", "after"}
     assert "down_blocks.0" in blocks["data"][0]["x"]
     assert "layers differ" in " ".join(c.value for c in at.caption)
     at.selectbox(key="ly_run").select(f"yours:{with_runs.ids[1]}").run()
     heat = figures(ok(at))[0]
-    sparsity = [v for v in heat["data"][0]["z"][1] if v is not None]
+    assert heat["data"][0]["y"] == ["sparsity (fraction of zero weights)"]  # unstructured
+    sparsity = [v for v in heat["data"][0]["z"][0] if v is not None]
     assert max(sparsity) > 0.3  # the unstructured run zeroed weights
+
+
+def test_layers_block_summary_and_a_run_that_changed_nothing(tiny, env):
+    shutil.copytree(tiny.store, env.runs)
+    dense = run_recipe(Recipe(base=tiny.base, eval=EVAL, name="dense"), RunStore(env.runs),
+                       device="cpu")
+    at = ok(page("layers"))
+    summary = _block_summary(at).set_index("block")
+    blocks = list(summary.index)
+    assert blocks[0] == "conv_in" and blocks[-1] == "conv_out"
+    assert "time_embedding" in blocks and "mid_block" in blocks  # top-level, not split
+    assert {"down_blocks.0", "down_blocks.1", "up_blocks.0", "up_blocks.1"} <= set(blocks)
+    row = summary.loc["down_blocks.0"]
+    count = r"\d+(\.\d+)?( [kMG])?"
+    assert re.fullmatch(f"{count} → {count}", row["params before → after"])
+    assert re.fullmatch(f"{count} → {count}", row["MACs before → after"])
+    assert row["params change"].startswith("-") and row["MACs change"].endswith("%")
+    assert summary.loc["time_embedding", "params change"] == "+0%"  # protected by default
+    at.selectbox(key="ly_run").select(f"yours:{dense.name}").run()
+    assert "changed no layer" in infos(ok(at)) and "it has no compression stage" in infos(at)
+    assert not at.get("plotly_chart") or "heatmap" not in {
+        t["type"] for f in figures(at) for t in f["data"]}
+    assert set(_block_summary(at)["params change"]) == {"+0%"}
+
+
+def _block_summary(at):
+    return next(d.value for d in at.dataframe if "params before → after" in d.value.columns)
+
+
+def test_layer_names_order_and_factorised_layers():
+    import pandas as pd
+
+    from pages import _shared as ui
+
+    assert ui.short_layer_name("down_blocks.1.resnets.0.conv1") == "down1.res0.conv1"
+    assert ui.short_layer_name("up_blocks.0.upsamplers.0.conv") == "up0.upsample.conv"
+    assert ui.short_layer_name("mid_block.attentions.0.to_out.0") == "mid.attn0.to_out"
+    assert ui.block_of("time_embedding.linear_1") == "time_embedding"
+    assert ui.block_of("down_blocks.2.attentions.0.to_q") == "down_blocks.2"
+    names = ["conv_out", "up_blocks.0.resnets.0.conv1", "down_blocks.0.downsamplers.0.conv",
+             "down_blocks.0.resnets.1.conv1", "down_blocks.0.attentions.0.to_q",
+             "down_blocks.0.resnets.0.conv2", "down_blocks.0.resnets.0.conv1", "mid_block.x",
+             "conv_in"]
+    assert sorted(names, key=ui.layer_order) == [
+        "conv_in", "down_blocks.0.resnets.0.conv1", "down_blocks.0.resnets.0.conv2",
+        "down_blocks.0.attentions.0.to_q", "down_blocks.0.resnets.1.conv1",
+        "down_blocks.0.downsamplers.0.conv", "mid_block.x", "up_blocks.0.resnets.0.conv1",
+        "conv_out"]
+    # low rank: conv → conv.0 + conv.1 (rows after only); the layer takes their sum
+    layers = pd.DataFrame([
+        {"name": "a.conv", "type": "Conv2d", "params_before": 1000, "params_after": None,
+         "channels_before": 32, "channels_after": None, "sparsity_after": None},
+        {"name": "a.conv.0", "type": "Conv2d", "params_before": None, "params_after": 300,
+         "channels_before": None, "channels_after": 8, "sparsity_after": 0.0},
+        {"name": "a.conv.1", "type": "Conv2d", "params_before": None, "params_after": 200,
+         "channels_before": None, "channels_after": 32, "sparsity_after": 0.0},
+        {"name": "b", "type": "Conv2d", "params_before": 10, "params_after": 10,
+         "channels_before": 4, "channels_after": 4, "sparsity_after": 0.0}])
+    changes = ui.layer_changes(layers)
+    assert list(changes["name"]) == ["a.conv", "b"]
+    assert changes.loc[0, "params_kept"] == 0.5 and changes.loc[0, "channels_kept"] == 1.0
+    assert ui.changed_rows(changes) == ["params_kept"]
 
 
 def test_layers_opens_on_a_compressed_run(tiny, env):
@@ -490,3 +653,45 @@ def test_compress_cancel_stops_the_job_and_keeps_the_store_consistent(tiny, env)
     assert "Cancelled" in ok(at).warning[0].value
     table = RunStore(env.runs).table()
     assert list(table["status"]) == ["failed"] and table.loc[0, "error"].startswith("Cancelled")
+
+
+def test_compress_cancel_shows_cancelling_at_once(env):
+    """Cancel is honest at once: while the job has not reached its next progress report (a long
+    step), the page says "Cancelling…" (warning, progress text, disabled button), then
+    "Cancelled" once the worker stopped."""
+    import threading
+
+    from pages._shared import job_registry
+
+    started, release = threading.Event(), threading.Event()
+
+    def quiet(progress):
+        progress(1, 10, "finetune: loss 0.5")
+        started.set()
+        release.wait(60)  # a long step that reports nothing
+        progress(2, 10, "finetune: loss 0.4")
+
+    job_id = job_registry().start(quiet, label="quiet run")
+    try:
+        assert started.wait(60)
+        at = AppTest.from_file(str(APP), default_timeout=180)
+        at.session_state["cp_job"] = job_id
+        at.switch_page("pages/compress.py")
+        ok(at.run())
+        button = at.button(key=f"cp_cancel_{job_id}")
+        assert button.label == "Cancel" and not button.disabled
+        assert not any("Cancelling" in w.value for w in at.warning)
+        button.click().run()
+        assert job_registry().snapshot(job_id)["state"] == "running"  # still in its step
+        assert "Cancelling…" in ok(at).warning[0].value
+        assert at.get("progress")[0].proto.text.startswith("Cancelling…")
+        button = at.button(key=f"cp_cancel_{job_id}")
+        assert button.label == "Cancelling…" and button.disabled
+        assert any("stopping at the next progress report" in c.value for c in at.caption)
+    finally:
+        job_registry().cancel(job_id)
+        release.set()
+    assert wait_for(job_id, 60)["state"] == "cancelled"
+    at.run()
+    assert "Cancelled" in ok(at).warning[0].value
+    assert not any("Cancelling" in w.value for w in at.warning)
