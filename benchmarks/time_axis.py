@@ -72,6 +72,13 @@ def _fmt(x, spec, missing="–"):
     return missing if x is None else format(x, spec)
 
 
+def busy(row) -> str:
+    """A mark for per-image timings not known to come from an otherwise idle machine."""
+    if row["image_ms"] is None:
+        return ""
+    return " (busy)" if row["load"] is None or row["load"] > 1.0 else ""
+
+
 def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
     rows, reference = [], None
     for recipe in recipes_:
@@ -89,7 +96,8 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
                "ssim": m.get("consistency", {}).get("ssim_mean"),
                "image_ms": per.get("seconds", 0) * 1000 or None,
                "image_speedup": per.get("speedup"), "gmacs": (per.get("macs") or 0) / 1e9 or None,
-               "step_speedup": m.get("speedup"), "cpu": m.get("environment", {}).get("cpu", "")}
+               "step_speedup": m.get("speedup"), "cpu": m.get("environment", {}).get("cpu", ""),
+               "load": per.get("load_average")}
         if (row["model"], row["sampler"], row["steps"], row["cache"]) == ("dense", "ddim", 50, None):
             reference = row
             row["image_speedup"] = row["image_speedup"] or 1.0   # the reference itself
@@ -97,13 +105,16 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
     lines = [
         "# Time as a compression axis (embedded default)", "",
         f"Command: `{command}`  ",
-        f"Machine: {cpu_label()}; PyTorch CPU, {rows[0]['cpu'] if rows else ''}  ",
+        f"Machine: {cpu_label()}, PyTorch on the CPU, 2 threads  ",
         f"Written {time.strftime('%Y-%m-%d %H:%M')}. FID: classifier features "
         f"(litediff-fmnist-cnn-v1), {recipes_[0].eval['n'] if recipes_ else ''} samples, seed 0, "
         f"bootstrap 95% interval; SSIM to the dense model at DDIM 50 from the same noise (256 "
         f"samples). Time per image: a batch of 16 drawn end to end, ratio to the dense model at "
         f"DDIM 50 timed in alternating rounds in the same process. MACs per image: every UNet "
-        f"call of the trajectory (DeepCache's cached steps run only the shallow part).", "",
+        f"call of the trajectory (DeepCache's cached steps run only the shallow part). "
+        f"**(busy)**: timed while other jobs ran (1-minute load average above 1, or not "
+        f"recorded): PyTorch's thread pool slows several-fold then, so those ratios are not to "
+        f"be trusted; `--retime` redoes them.", "",
         "| model | sampler | steps | DeepCache | FID [95% CI] | gate | SSIM to dense DDIM 50 "
         "| ms / image | speed-up / image | GMACs / image | speed-up / step |",
         "|---|---|---:|---:|---|:-:|---:|---:|---:|---:|---:|"]
@@ -115,7 +126,7 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
             f"[{_fmt(ci[0], '.1f')}, {_fmt(ci[1], '.1f')}] | "
             f"{'pass' if row['gate'] else 'fail' if row['gate'] is False else '–'} | "
             f"{_fmt(row['ssim'], '.3f')} | {_fmt(row['image_ms'], '.1f')} | "
-            f"{_fmt(row['image_speedup'], '.2f')}× | {_fmt(row['gmacs'], '.2f')} | "
+            f"{_fmt(row['image_speedup'], '.2f')}×{busy(row)} | {_fmt(row['gmacs'], '.2f')} | "
             f"{_fmt(row['step_speedup'], '.2f')}× |")
     lines.append("")
     if reference and reference["fid"]:
@@ -127,12 +138,13 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
                      f"{limit:.1f}): " + (
                          "reached by " + "; ".join(
                              f"{r['model']} {r['sampler']} {r['steps']} steps, DeepCache "
-                             f"{_fmt(r['cache'], 'd', 'off')} ({r['image_speedup']:.1f}×, FID "
+                             f"{_fmt(r['cache'], 'd', 'off')} ({r['image_speedup']:.1f}×{busy(r)}, FID "
                              f"{r['fid']:.1f})" for r in hits)
                          if hits else "not reached" + (
                              f"; the fastest within +10% is {best['model']} {best['sampler']} "
                              f"{best['steps']} steps, DeepCache {_fmt(best['cache'], 'd', 'off')}: "
-                             f"{best['image_speedup']:.1f}× at FID {best['fid']:.1f}" if best else "")))
+                             f"{best['image_speedup']:.1f}×{busy(best)} at FID {best['fid']:.1f}"
+                             if best else "")))
     else:
         lines.append("The dense DDIM 50 reference run is not in the store yet.")
     missing = [r for r in recipes_ if store.find(r) is None]

@@ -369,6 +369,7 @@ def image_cost_vs_base(base, compressed, cfg, device: str) -> dict:
 
     ref = REFERENCE_SAMPLING
     batch, kwargs = cfg.latency_batch, sampler_kwargs(cfg)
+    load = os.getloadavg()[0]   # timings taken while other jobs ran are recorded as such
     rounds = []
     for _ in range(LATENCY_ROUNDS):
         time.sleep(LATENCY_PAUSE_S)
@@ -390,7 +391,7 @@ def image_cost_vs_base(base, compressed, cfg, device: str) -> dict:
         "unet_calls": {"full": full, "cached": cached},
         "setup": {"sampler": cfg.sampler, "steps": cfg.steps, **kwargs, **caching},
         "base_setup": dict(ref), "batch_size": batch, "device": str(device),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "load_average": round(load, 2),
     }
 
 
