@@ -193,6 +193,12 @@ def selected_ref(event) -> str:
     return ""
 
 
+def fid_setups(runs: pd.DataFrame) -> pd.Series:
+    """'1000 samples, litediff-fmnist-cnn-v1 features' per run: what makes FIDs comparable."""
+    samples = runs["eval"].fillna("").str.split(" samples").str[0]
+    return samples + " samples, " + runs["extractor"].fillna("?") + " features"
+
+
 def main() -> None:
     st.title("Pareto")
     table = ui.runs_table()
@@ -207,26 +213,30 @@ def main() -> None:
     y = c[0].selectbox("Quality (y)", list(METRICS), format_func=lambda k: METRICS[k][0],
                        key="pa_y")
     x = c[1].selectbox("Cost (x)", axes, format_func=lambda k: AXES[k][0], key="pa_x")
-    setups = sorted(done["eval"].dropna().unique())
+    # FIDs compare at equal sample count and features; the sampler and its steps are part of
+    # each run's method (fewer steps are a compression too), named on every point
+    done = done.assign(fid_setup=fid_setups(done))
+    setups = sorted(done["fid_setup"].dropna().unique())
     if len(setups) > 1:
         # the setup most runs share, and that of your newest run (so a new run shows at once)
-        default = [done["eval"].value_counts().index[0]]
-        own = done[done["store"] == "yours"].dropna(subset=["eval"])
+        default = [done["fid_setup"].value_counts().index[0]]
+        own = done[done["store"] == "yours"].dropna(subset=["fid_setup"])
         if not own.empty:
-            newest = own.sort_values("created")["eval"].iloc[-1]
+            newest = own.sort_values("created")["fid_setup"].iloc[-1]
             default += [newest] if newest not in default else []
         chosen = st.multiselect("Evaluation setups", setups, default=default, key="pa_setups",
-                                help="points are comparable within one setup")
+                                help="FIDs are comparable at equal sample count and features; "
+                                     "each point's sampler and steps are in its label")
         if len(chosen) > 1:
-            st.warning("The points come from different evaluation setups (sample count, "
-                       "sampler, steps): compare within one setup.")
-        done = done[done["eval"].isin(chosen)]
+            st.warning("The points come from different evaluation setups (sample count or "
+                       "features): FID depends on both, compare within one setup.")
+        done = done[done["fid_setup"].isin(chosen)]
     df = done.dropna(subset=[x, y])
     if df.empty:
         st.info(f"No finished run has both {METRICS[y][0]} and {AXES[x][0]}.")
         return
     setup = " | ".join(sorted(set(
-        f"{r['eval']}, {r['extractor']} features, latency on {r['device']} batch "
+        f"FID on {r['fid_setup']}, latency on {r['device']} batch "
         f"{int(r['latency_batch']) if pd.notna(r['latency_batch']) else '?'}"
         for _, r in df.iterrows())))
     picked = selected_ref(st.session_state.get("pa_chart"))

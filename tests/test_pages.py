@@ -251,6 +251,13 @@ def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
     setups.set_value([common]).run()
     assert not ok(at).warning
     assert "(2)" in next(c.value for c in at.caption if "One point per" in c.value)
+    # another sampler at the same sample count is the same FID setup: one more point there
+    fast = run_recipe(Recipe(base=tiny.base, eval={**EVAL, "sampler": "dpm-solver++"},
+                             name="fewer steps"), RunStore(env.runs), device="cpu")
+    at = ok(page("pareto"))
+    setups = at.multiselect(key="pa_setups")
+    assert len(setups.options) == 2
+    assert fast.name in {p["ref"].split(":")[1] for p in _pareto_points(at)}
 
 
 def test_pareto_overlays_reported_points_only_when_listed(with_runs, monkeypatch):
@@ -499,18 +506,20 @@ def test_samples_sampler_grid_is_timed_and_downloadable(with_runs):
     captions = " ".join(i.caption for c in cells for i in c.proto.imgs)
     assert "ddim, 1 steps" in captions and "dpm-solver++, 2 steps" in captions
     assert captions.count("s wall") == 4
-    # each cell's quality figure is the classifier's confidence in exactly that cell's images
+    # each cell's quality figure is confidence × class coverage of exactly that cell's images
     import re
 
-    from litediff_core.evaluate import classifier_confidence
+    from litediff_core.evaluate import grid_quality
     from litediff_core.models import load_base
     from litediff_core.samplers import generate
 
-    shown = re.findall(r"ddim, 2 steps — [^;]*; classifier confidence (\d\.\d\d)", captions)
+    shown = re.findall(r"ddim, 2 steps — [^;]*; quality (\d\.\d\d) \(#\d of 4\) = "
+                       r"confidence (\d\.\d\d) × classes (\d+\.\d)/10", captions)
     tiny = load_base(with_runs.base)
     images = generate(tiny.unet, dict(tiny.scheduler.config), sampler="ddim", steps=2, n=2,
                       seed=0, device="cpu")
-    assert shown == [f"{classifier_confidence(images):.2f}"]
+    q = grid_quality(images)
+    assert shown == [(f"{q['score']:.2f}", f"{q['confidence']:.2f}", f"{q['coverage'] * 10:.1f}")]
     assert [d.proto.label for d in at.get("download_button")] == [
         "Download PNG (one row per cell)"]
     # a stored run's model, and bad input that leaves the page up
