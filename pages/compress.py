@@ -321,19 +321,29 @@ def main() -> None:
     ac[2].button("Clear", key="cp_clear", on_click=_clear_stages, width="stretch",
                  disabled=not stages)
 
-    st.subheader("Evaluation")
-    ec = st.columns(4)
+    st.subheader("Sampling and evaluation")
+    st.caption("The run is sampled this way: FID, the sample grid and the time per image "
+               "(against the dense model at DDIM 50) all use this sampler and step count. "
+               "Fewer steps are compression too; add a deepcache stage to reuse features "
+               "across steps.")
+    ec = st.columns(5)
     with ec[0]:
         n = int(kept(st.number_input, "Samples (n)", "cp_n", EVAL_DEFAULTS["n"], min_value=2,
                      max_value=50_000,
                      help="images generated for FID/KID; fewer → wider interval"))
     with ec[1]:
         sampler = kept(st.selectbox, "Sampler", "cp_sampler", EVAL_DEFAULTS["sampler"],
-                       options=list(SAMPLERS), help="sampler of the FID/KID samples")
+                       options=list(SAMPLERS), help="sampler of the run's samples")
     with ec[2]:
         steps = int(kept(st.number_input, "Sampling steps", "cp_steps", EVAL_DEFAULTS["steps"],
                          min_value=1, max_value=1000))
     with ec[3]:
+        eta = float(kept(st.number_input, "DDIM η", "cp_eta", EVAL_DEFAULTS["eta"],
+                         min_value=0.0, max_value=1.0, step=0.1,
+                         disabled=sampler not in ("ddim", "ams"),
+                         help="0 = deterministic DDIM, 1 = as noisy as DDPM (ddim and ams only)"))
+        eta = eta if sampler in ("ddim", "ams") else 0.0
+    with ec[4]:
         latency_batch = int(kept(st.number_input, "Latency batch", "cp_lat_batch",
                                  EVAL_DEFAULTS["latency_batch"], min_value=1, max_value=1024,
                                  help="images per UNet call when timing a step"))
@@ -342,13 +352,13 @@ def main() -> None:
     try:
         recipe = Recipe(base=source, dataset=dataset.strip() or None, seed=seed,
                         stages=[{"stage": s["stage"], "config": s["config"]} for s in stages],
-                        eval={"n": n, "sampler": sampler, "steps": steps,
+                        eval={"n": n, "sampler": sampler, "steps": steps, "eta": eta,
                               "latency_batch": latency_batch}, name=name.strip())
     except LiteDiffError as e:
         st.error(str(e))
 
     if recipe is not None and base is not None and any(
-            s["stage"] in ui.PREVIEWABLE or s["config"].get("fresh") for s in recipe.stages):
+            ui.previewable(s["stage"]) or s["config"].get("fresh") for s in recipe.stages):
         if st.toggle("Predict size before running", value=True, key="cp_predict"):
             preview(source, recipe)
 
