@@ -110,6 +110,7 @@ def home():
 
 
 pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
+                    st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
                     st.Page("pages/compress.py", title="Compress", icon=":material/content_cut:"),
                     st.Page("pages/samples.py", title="Samples & samplers", icon=":material/photo_library:"),
                     st.Page("pages/layers.py", title="Layers", icon=":material/view_module:"),

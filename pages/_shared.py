@@ -64,6 +64,16 @@ def job_registry():
     return JobRegistry(max_running=1)
 
 
+def submit_run(recipe, device: str = "auto", force: bool = False) -> str:
+    """Run ``recipe`` into the user store as a background job of :func:`job_registry` (a job of
+    the same recipe key still queued or running is reused); the job id. The Compress page
+    follows the job under session key ``cp_job``."""
+    from litediff_core.runs import run_recipe
+
+    return job_registry().start(run_recipe, recipe, user_store(), device=device, force=force,
+                                label=recipe.name, key=recipe.key())
+
+
 # ----------------------------------------------------------------------------- run stores
 
 def cached_results_dir() -> Path:

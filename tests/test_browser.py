@@ -297,3 +297,65 @@ def pareto_points(tab: Tab) -> int:
     found = re.search(r"One point per finished run \((\d+)\)", tab.page.inner_text("body"))
     assert found, "the Pareto page states no point count"
     return int(found.group(1))
+
+
+def explore_controls(tab: Tab) -> dict:
+    """What the Explore controls show: slider values, selectbox and radio choices, numbers."""
+    page = tab.page
+    return {
+        "sliders": [s.input_value() for s in page.get_by_role("slider").all()],
+        "selects": [s.inner_text() for s in
+                    page.locator('[data-testid="stSelectbox"] [data-baseweb="select"]').all()],
+        "radios": [r.inner_text() for r in page.locator(
+            '[data-testid="stRadio"] label:has(input:checked)').all()],
+        "numbers": [n.input_value() for n in page.locator(
+            '[data-testid="stNumberInput"] input, [data-testid="stTextInput"] input').all()],
+    }
+
+
+def test_explore_slider_shows_a_cached_result_and_its_link_reproduces_it(server, browser):
+    """Explore on the shipped cached results: moving the prune ratio to 0.3 (structured L1 +
+    400 fine-tune steps, a run of the shipped sweep) shows that stored run at once; the page's
+    URL, opened in a new tab, gives the same controls and result."""
+    if not (REPO / "cached_results" / "9e4d7df73310" / "samples.png").exists():
+        pytest.skip("the shipped cached_results lack structured l1 30% + FT 400")
+    tab = Tab(browser, server["url"])
+    page = tab.page
+    page.goto(tab.url)  # from the root: a fresh server serves a deep link from pages/ alone
+    tab.title("LiteDiff Lab")
+    tab.nav("Explore")
+    tab.title("Explore")
+    tab.idle()
+    assert "dense base" in page.inner_text("body")
+    slider = page.get_by_role("slider").first  # Prune ratio
+    slider.focus()
+    t0 = time.perf_counter()
+    for _ in range(3):  # 0 → 0.3 in steps of 0.1
+        page.keyboard.press("ArrowRight")
+    page.get_by_text("This recipe", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("structured l1 30% + FT 400").first.wait_for(timeout=60_000)
+    shown_s = time.perf_counter() - t0
+    tab.idle()
+    assert slider.input_value() == "0.3"
+    assert page.locator('[data-testid="stImage"] img').count() == 2  # dense | compressed
+    assert "ratio=0.3" in page.url and "method=l1" in page.url
+    controls = explore_controls(tab)
+    tab.check("explore.png")
+
+    link = Tab(browser, page.url)
+    link.page.goto(page.url)
+    link.title("Explore")
+    link.page.get_by_text("This recipe", exact=True).first.wait_for(timeout=60_000)
+    link.idle()
+    deadline = time.monotonic() + 20  # the widgets settle once the run that set them is drawn
+    while explore_controls(link) != controls and time.monotonic() < deadline:
+        link.page.wait_for_timeout(250)
+    assert explore_controls(link) == controls
+    assert "structured l1 30% + FT 400" in link.page.inner_text("body")
+    link.check("explore-link.png")
+    (ARTIFACTS / "explore_timings.json").write_text(json.dumps(
+        {"slider_to_cached_result_s": shown_s, "url": page.url}, indent=2))
+    assert tab.errors == []
+    # a deep link makes the browser probe <page>/_stcore/…, which answers 404
+    assert [e for e in link.errors if "/explore/_stcore/" not in e] == []
+    assert shown_s < 10, f"slider → cached result took {shown_s:.1f} s"
