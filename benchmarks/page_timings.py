@@ -126,11 +126,11 @@ def visit_home(browser, url):
     tab = Tab(browser, url)
     t0 = time.perf_counter()
     tab.page.goto(url)
-    tab.title("LiteDiff Lab")
+    tab.title("LiteDiff Lab", timeout_s=300)
     paint = time.perf_counter() - t0
-    tab.idle(settle=False)
+    tab.idle(timeout_s=900, settle=False)  # a cold server on a busy machine can take minutes
     done = time.perf_counter() - t0
-    tab.idle()  # nothing left to paint before the next action
+    tab.idle(timeout_s=900)  # nothing left to paint before the next action
     return tab, paint, done
 
 

@@ -184,7 +184,12 @@ def _fmt_s(seconds) -> str:
 
 
 def loss_chart(snap: dict) -> None:
-    if snap["losses"]:
+    if len(snap["losses"]) == 1:  # one point draws no line: show it as a dot
+        st.scatter_chart(pd.DataFrame(snap["losses"]), x="step", y="loss",
+                         x_label="training step (reported)", y_label="training loss (MSE)",
+                         height=220)
+        st.caption(f"Latest loss {snap['last_loss']:.4f} (the curve grows with each report)")
+    elif snap["losses"]:
         df = pd.DataFrame(snap["losses"])
         st.line_chart(df, x="step", y="loss", color="stage" if df["stage"].nunique() > 1 else None,
                       x_label="training step (reported)", y_label="training loss (MSE)",

@@ -24,6 +24,7 @@ def heatmap(changes, rows, title: str) -> go.Figure:
     """One row per kind of change the run made (``rows``), one column per layer with weights,
     in forward order, labelled with short block names (full names on hover); top-level blocks
     are marked above the map."""
+    changes = changes[changes[rows].notna().any(axis=1)]  # e.g. norms have no sparsity
     short = ui.short_layer_names(changes["name"])
     z = [changes[r].astype(float).tolist() for r in rows]
     top = max([1.0] + [v for row in z for v in row if v == v])
@@ -38,19 +39,28 @@ def heatmap(changes, rows, title: str) -> go.Figure:
                       " → %{customdata[2]}<br>params %{customdata[3]} → %{customdata[4]}"
                       "<extra></extra>"))
     blocks = changes["name"].map(ui.block_of).tolist()
-    start = 0
-    for i in range(1, len(blocks) + 1):  # a label over each top-level block, a line between
+    labels, lines, start = [], [], 0
+    for i in range(1, len(blocks) + 1):  # a label over each UNet block, a line between blocks
         if i == len(blocks) or blocks[i] != blocks[start]:
-            fig.add_annotation(x=(start + i - 1) / 2, y=1.0, yref="paper", yanchor="bottom",
-                               text=ui.short_layer_name(blocks[start]), showarrow=False,
-                               font={"size": 11})
+            if i - start >= 3:  # single layers (conv_in, conv_out…) are named by their tick
+                labels.append({"x": (start + i - 1) / 2, "y": 1.0, "yref": "paper",
+                               "yanchor": "bottom", "showarrow": False, "font": {"size": 12},
+                               "text": f"<b>{ui.short_layer_name(blocks[start])}</b>"})
             if i < len(blocks):
-                fig.add_vline(x=i - 0.5, line={"color": "white", "width": 2})
+                lines.append({"type": "line", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
+                              "yref": "paper", "line": {"color": "white", "width": 3}})
             start = i
-    fig.update_layout(title=title, height=260 + 40 * len(rows), margin={"t": 110, "b": 10},
+    fig.update_layout(title=title, height=330 + 70 * len(rows), margin={"t": 110, "b": 10},
+                      annotations=labels, shapes=lines,
                       xaxis={"tickangle": -60, "tickfont": {"size": 10},
                              "title": "layers with weights, input → output"})
+    fig.update_traces(colorbar={"thickness": 14, "len": 1.0, "tickvals": [0, 0.5, 1]})
     return fig
+
+
+def table_height(rows: int) -> int:
+    """A dataframe height that shows every row (no inner scrolling for short tables)."""
+    return 38 + 35 * min(rows, 25)
 
 
 def count(value) -> str:
@@ -130,18 +140,27 @@ def main() -> None:
     st.caption(f"`{m.get('method', '')}` on `{recipe.get('base', '')}` · {SETUP}.")
 
     totals = layers[["params_before", "params_after", "macs_before", "macs_after"]].sum()
-    c = st.columns(2)
-    c[0].metric("Parameters (sum of layers)", ui.fmt(totals["params_after"], "params"),
-                f"{totals['params_after'] / totals['params_before'] - 1:+.1%} vs base",
-                delta_color="inverse")
-    c[1].metric("MACs / image / step", ui.fmt(totals["macs_after"], "macs"),
-                f"{totals['macs_after'] / totals['macs_before'] - 1:+.1%} vs base",
-                delta_color="inverse")
+    changes = ui.layer_changes(layers)
+    rows = ui.changed_rows(changes)
+    nonzero = float((layers["params_after"].fillna(0)
+                     * (1 - layers["sparsity_after"].fillna(0))).sum())
+    c = st.columns(3)
+    for col, label, before, after, kind in (
+            (c[0], "Parameters (sum of layers)", totals["params_before"], totals["params_after"],
+             "params"),
+            (c[1], "Non-zero parameters", totals["params_before"], nonzero, "params"),
+            (c[2], "MACs / image / step", totals["macs_before"], totals["macs_after"], "macs")):
+        if label.startswith("Non-zero") and "sparsity" not in rows:
+            continue  # the same as the parameters when no weight was zeroed
+        change = after / before - 1 if before else 0.0
+        col.metric(label, ui.fmt(after, kind), f"{change:+.1%} vs base",
+                   delta_color="inverse" if abs(change) >= 5e-4 else "off")
+    if "sparsity" in rows:
+        st.caption("Zeroed weights still count as parameters and MACs in dense storage and "
+                   "dense kernels: the non-zero count is what sparse storage would keep.")
 
     shape = ui.model_shape(store.root / run_id)
     setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
-    changes = ui.layer_changes(layers)
-    rows = ui.changed_rows(changes)
     if rows:
         names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
         st.plotly_chart(heatmap(changes, rows, f"Per layer: {names} — {recipe.get('name')}"
@@ -157,7 +176,8 @@ def main() -> None:
         st.info(nothing_changed_note(recipe))
     blocks = ui.block_table(layers)
     st.markdown("**Per block** (top-level blocks of the UNet: base → this run)")
-    st.dataframe(block_summary(blocks), hide_index=True, key="ly_block_table")
+    summary = block_summary(blocks)
+    st.dataframe(summary, hide_index=True, height=table_height(len(summary)))
     st.plotly_chart(block_bars(blocks, "Per block: base (before) vs this run (after)"
                                        f"{setup}"), key="ly_blocks")
     with st.expander("Per-layer table"):
@@ -174,19 +194,27 @@ def main() -> None:
     layers_b = store_b.layers(id_b)
     a, b = ui.block_table(layers), ui.block_table(layers_b)
     both = a.merge(b, on="block", how="outer", suffixes=("_a", "_b"), sort=False).fillna(0)
+    both = both.sort_values("block", key=lambda n: n.map(ui.layer_order), kind="stable")
+    both = both[both.drop(columns="block").abs().sum(axis=1) > 0].reset_index(drop=True)
     st.plotly_chart(block_bars(
         both, f"After compression: A = {run_id} vs B = {id_b}{setup}", names=(f"A {run_id}",
                                                                      f"B {id_b}"),
         cols=(("params_after_a", "macs_after_a"), ("params_after_b", "macs_after_b"))),
         key="ly_diff")
-    diff = both[["block"]].assign(
-        params_A=both["params_after_a"], params_B=both["params_after_b"],
-        params_B_minus_A=both["params_after_b"] - both["params_after_a"],
-        MMACs_A=both["macs_after_a"] / 1e6, MMACs_B=both["macs_after_b"] / 1e6,
-        MMACs_B_minus_A=(both["macs_after_b"] - both["macs_after_a"]) / 1e6)
-    st.dataframe(diff, hide_index=True)
+    def signed(v):
+        return ("+" if v > 0 else "−" if v < 0 else "") + count(abs(v))
+
+    diff = pd.DataFrame({
+        "block": both["block"],
+        "params A": both["params_after_a"].map(count),
+        "params B": both["params_after_b"].map(count),
+        "params B − A": (both["params_after_b"] - both["params_after_a"]).map(signed),
+        "MACs A": both["macs_after_a"].map(count), "MACs B": both["macs_after_b"].map(count),
+        "MACs B − A": (both["macs_after_b"] - both["macs_after_a"]).map(signed)})
+    st.dataframe(diff, hide_index=True, height=table_height(len(diff)))
     ca, cb = ui.channel_table(layers), ui.channel_table(layers_b)
     lay = ca.merge(cb, on="name", how="outer", suffixes=("_A", "_B"), sort=False)
+    lay = lay.sort_values("name", key=lambda n: n.map(ui.layer_order), kind="stable")
     changed = lay[(lay["channels_after_A"] != lay["channels_after_B"])
                   | ((lay["sparsity_A"] - lay["sparsity_B"]).abs() > 1e-9)]
     st.caption(f"{len(changed)} of {len(lay)} layers differ in kept channels or sparsity.")

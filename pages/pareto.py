@@ -107,6 +107,8 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
     xlabel, scale = AXES[x][0], AXES[x][1]
     ylabel, higher, _ = METRICS[y]
     df = df.assign(hover=hover_texts(df, x, y), family=df["method"].map(family_of))
+    keep = ["ref", "hover", "name", "id", "method", "family", x, y, "fid", "fid_lo", "fid_hi"]
+    df = df[list(dict.fromkeys(c for c in keep if c in df.columns))]  # narrow: fast to slice
     fig = go.Figure()
     for fam, (label, colour, symbol) in FAMILIES.items():
         group = df[df["family"] == fam]
@@ -116,9 +118,12 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
             c = shade(colour, 0.55 * k / max(len(variants) - 1, 1)) if k else colour
             error = None
             if y == "fid" and g["fid_lo"].notna().any():
-                error = {"type": "data", "symmetric": False, "array": (g["fid_hi"] - g["fid"]),
-                         "arrayminus": (g["fid"] - g["fid_lo"]), "thickness": 1, "color": c}
-            fig.add_scatter(x=g[x] * scale, y=g[y], mode="markers", name=method or "?",
+                error = {"type": "data", "symmetric": False,
+                         "array": (g["fid_hi"] - g["fid"]).to_numpy(float),
+                         "arrayminus": (g["fid"] - g["fid_lo"]).to_numpy(float),
+                         "thickness": 1, "color": c}
+            fig.add_scatter(x=g[x].to_numpy(float) * scale, y=g[y].to_numpy(float),
+                            mode="markers", name=method or "?",
                             legendgroup=fam, legendgrouptitle_text=label, error_y=error,
                             marker={"size": 12, "color": c, "symbol": symbol,
                                     "line": {"color": "white", "width": 1}},
@@ -154,7 +159,7 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
     fig.update_layout(
         title={"text": f"{ylabel.split(' (')[0]} vs {xlabel.split(' (')[0]}"
                        f"<br><sup>{setup}</sup>"},
-        xaxis_title=xlabel, yaxis_title=ylabel, height=560, legend_title="method",
+        xaxis_title=xlabel, yaxis_title=ylabel, height=640, legend_title="method",
         legend={"groupclick": "toggleitem", "tracegroupgap": 6, "font": {"size": 11}},
         template="plotly_white", clickmode="event+select")
     return fig

@@ -77,6 +77,12 @@ def export(df: pd.DataFrame) -> None:
     st.markdown("**Export the shown runs**")
     which = st.radio("Columns", list(EXPORTS), format_func=EXPORTS.get, horizontal=True,
                      key="rn_export_cols")
+    if which == "slide":  # a comparison slide shows finished runs only
+        left_out = int((df["status"] != "done").sum())
+        df = df[df["status"] == "done"]
+        if left_out:
+            st.caption(f"{left_out} unfinished run(s) (failed, interrupted…) left out of the "
+                       f"slide table; 'all columns' keeps every shown run.")
     table, note = slides.slide_table(df, which), slides.setup_note(df)
     raw_cols = [c for col in slides.columns_for(df, which)
                 for c in (("fid", "fid_lo", "fid_hi") if col == slides.FID_CI else (col,))

@@ -406,7 +406,8 @@ def test_layers_heatmap_blocks_and_difference(with_runs):
         "down0.res0.conv1") < x.index("mid.res0.conv1") < x.index("conv_out")  # forward order
     full = [c[0] for c in heat["data"][0]["customdata"][0]]
     assert full[x.index("down0.res0.conv1")] == "down_blocks.0.resnets.0.conv1"  # on hover
-    assert {"down0", "mid", "up1"} <= {a["text"] for a in heat["layout"]["annotations"]}
+    assert {"down0", "mid", "up1"} <= {re.sub("<[^>]+>", "", a["text"])
+                                       for a in heat["layout"]["annotations"]}
     assert {t["name"] for t in blocks["data"]} == {"before", "after"}
     assert "down_blocks.0" in blocks["data"][0]["x"]
     assert "layers differ" in " ".join(c.value for c in at.caption)
