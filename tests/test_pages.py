@@ -121,7 +121,7 @@ def test_every_page_renders_with_an_empty_store(env):
 def test_every_page_renders_with_two_runs(with_runs):
     at = ok(page("samples"))
     assert len(at.get("image")) == 2  # both runs' samples.png side by side
-    assert "DDIM 2 steps" in at.get("image")[0].proto.imgs[0].caption
+    assert "ddim 2 steps" in at.get("image")[0].proto.imgs[0].caption  # the run's sampler
     at = ok(page("layers"))
     assert len(at.get("plotly_chart")) == 3  # heatmap, per block, A vs B
     at = ok(page("pareto"))
