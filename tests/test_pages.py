@@ -140,7 +140,7 @@ def test_pareto_selects_change_the_figure_and_a_click_shows_the_run(with_runs):
     fig = figures(at)[0]
     assert fig["layout"]["xaxis"]["title"]["text"] == "Parameters (M)"
     assert "FID" in fig["layout"]["yaxis"]["title"]["text"]
-    assert "16 samples, ddim 2 steps" in fig["layout"]["title"]["text"]  # setup on the figure
+    assert "FID on 16 samples" in fig["layout"]["title"]["text"]  # the FID setup on the figure
     assert any(t.get("error_y", {}).get("arrayminus") for t in fig["data"])  # FID interval
     at.selectbox(key="pa_x").select("macs").run()
     assert figures(ok(at))[0]["layout"]["xaxis"]["title"]["text"].startswith("MACs per image")
