@@ -126,8 +126,8 @@ def test_every_page_renders_with_two_runs(with_runs):
     assert len(at.get("plotly_chart")) == 3  # heatmap, per block, A vs B
     at = ok(page("pareto"))
     names = {t.get("name") for t in figures(at)[0]["data"]}
-    assert {"structured-prune(l1, 0.5)", "unstructured-prune(l1, 0.5) → finetune(2)",
-            "Pareto frontier"} <= names
+    assert {"structured-prune(l1, 0.5) · ddim 2",  # the method names the run's own sampler
+            "unstructured-prune(l1, 0.5) → finetune(2) · ddim 2", "Pareto frontier"} <= names
     at = ok(page("runs"))
     assert rows(at) == 2
     ok(page("compress"))

@@ -157,7 +157,7 @@ def test_cli_compress_and_runs(tmp_path, base_folder, capsys):
     assert list(json.loads(capsys.readouterr().out)["remeasured"]) == [run_id]
     after = RunStore(store).load(run_id)["metrics"]
     assert after["latency_history"] == [{k: before[k] for k in (
-        "latency", "base_latency", "speedup", "speedup_rounds")}]
+        "latency", "base_latency", "speedup", "speedup_rounds", "per_image")}]
     assert len(after["speedup_rounds"]) == 3 and after["latency_remeasured"]
     assert after["speedup"] == sorted(after["speedup_rounds"])[1]
     assert after["latency"]["batch_size"] == EVAL["latency_batch"]
