@@ -115,5 +115,6 @@ pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=
                     st.Page("pages/samples.py", title="Samples & samplers", icon=":material/photo_library:"),
                     st.Page("pages/layers.py", title="Layers", icon=":material/view_module:"),
                     st.Page("pages/pareto.py", title="Pareto", icon=":material/scatter_plot:"),
+                    st.Page("pages/recovery.py", title="Recovery", icon=":material/trending_down:"),
                     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:")])
 pg.run()

@@ -211,10 +211,15 @@ def cmd_compress(args) -> dict:
     else:
         recipe = Recipe.load(args.recipe)
     store = _store(args, writing=True)
+    unfinished = store.checkpoints().get(store.run_dir(recipe).name)
+    if unfinished and not (args.restart or args.force):
+        print(f"resuming an unfinished run: {', '.join(f'{k} at step {v}' for k, v in unfinished.items())}"
+              " (--restart starts afresh)", file=sys.stderr)
     run = run_recipe(recipe, store, progress=TqdmProgress("compress"), device=args.device,
-                     force=args.force)
-    return {"run": str(run), **store.load(run.name)["metrics"].get("fidelity", {}),
-            "speedup": store.load(run.name)["metrics"].get("speedup")}
+                     force=args.force, restart=args.restart,
+                     checkpoint_every_steps=args.checkpoint_every)
+    metrics = store.load(run.name)["metrics"]
+    return {"run": str(run), **metrics.get("fidelity", {}), "speedup": metrics.get("speedup")}
 
 
 def cmd_runs(args) -> dict:
@@ -337,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eval-steps", type=_positive(int), help="preset evaluation sampler steps")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--force", action="store_true", help="recompute even if already run")
+    sp.add_argument("--restart", action="store_true", help="discard the checkpoints of an "
+                    "unfinished run of this recipe instead of resuming from them")
+    sp.add_argument("--checkpoint-every", type=_positive(int), metavar="STEPS",
+                    help="training checkpoint every STEPS steps (default: every 60 s)")
     store_opt(sp)
     sp.set_defaults(fn=cmd_compress)
 

@@ -14,8 +14,9 @@ Streamlit-free by design. The dashboard keeps one :class:`JobRegistry` per serve
 The job function is called as ``fn(*args, progress=callback, **kwargs)`` with the library's one
 progress protocol ``callback(done, total, message)``. Each report updates the job's fraction and
 ETA (remaining work at the rate of the current stage: the text before ``:`` in the message,
-e.g. ``run_recipe``'s ``"finetune: ..."``, ``"evaluating: ..."``), and a message containing ``loss <number>`` (what the training stages report, possibly
-prefixed with the stage name, e.g. ``"finetune: loss 0.0412"``) adds a point to the loss curve.
+e.g. ``run_recipe``'s ``"finetune: ..."``, ``"evaluating: ..."``). Messages carry data
+(:class:`~litediff_core.progress.Event`): a ``loss`` (each training step) adds a point to the
+loss curve, a ``curve_point`` (a recovery-curve evaluation) one to the recovery curve.
 
 Cancelling sets a :class:`threading.Event`; the next progress report raises :class:`Cancelled`
 inside the worker, so the library unwinds as for any error. ``run_recipe`` then stores the run
@@ -30,20 +31,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import LiteDiffError
+from .progress import data_of
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE, FINISHED = (QUEUED, RUNNING), (DONE, FAILED, CANCELLED)
 
-_LOSS = re.compile(r"\bloss\b\s*[=:]?\s*([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|nan|inf)",
-                   re.IGNORECASE)
 
 
 class Cancelled(Exception):
@@ -51,13 +50,6 @@ class Cancelled(Exception):
 
     def __init__(self, message: str = "cancelled by user"):
         super().__init__(message)
-
-
-def parse_loss(message: str) -> Optional[float]:
-    """The number after ``loss`` in a progress message (``"finetune: loss 0.0412"`` → 0.0412),
-    or None when the message reports no loss."""
-    m = _LOSS.search(message or "")
-    return float(m.group(1)) if m else None
 
 
 class Job:
@@ -80,6 +72,7 @@ class Job:
         # changes, progress goes back, or the message's stage prefix ("finetune: ...") changes
         self._phase_t, self._phase_done, self._phase_name = self._t0, 0, None
         self.losses: List[dict] = []      # {"step", "loss", "stage", "elapsed_s"}
+        self.curve: List[dict] = []       # recovery-curve points: {"step", "fid", ..., "stage"}
         self.result: Any = None
         self.error: str = ""
 
@@ -90,15 +83,18 @@ class Job:
         if self._cancel.is_set():
             raise Cancelled()
         now = self._clock()
-        loss = parse_loss(message)
+        data = data_of(message)
+        loss, point = data.get("loss"), data.get("curve_point")
         stage = message.split(":", 1)[0].strip() if ":" in (message or "") else ""
         with self._lock:
             if total != self.total or done < self.done or stage != self._phase_name:
                 self._phase_t, self._phase_done, self._phase_name = now, done, stage
             self.done, self.total, self.message = int(done), int(total), str(message)
             if loss is not None:
-                self.losses.append({"step": len(self.losses) + 1, "loss": loss, "stage": stage,
-                                    "elapsed_s": round(now - self._t0, 3)})
+                self.losses.append({"step": len(self.losses) + 1, "loss": float(loss),
+                                    "stage": stage, "elapsed_s": round(now - self._t0, 3)})
+            if point is not None:
+                self.curve.append({**point, "stage": stage})
 
     def _begin(self) -> None:
         """Leave the queue: elapsed time and the ETA count from here."""
@@ -153,7 +149,7 @@ class Job:
                 "fraction": min(1.0, self.done / self.total) if self.total > 0 else 0.0,
                 "message": self.message, "started": self.started_wall,
                 "elapsed_s": end - self._t0, "eta_s": self._eta(now),
-                "losses": list(self.losses),
+                "losses": list(self.losses), "curve": list(self.curve),
                 "last_loss": self.losses[-1]["loss"] if self.losses else None,
                 "result": self.result, "error": self.error,
                 "cancel_requested": self._cancel.is_set(),

@@ -14,10 +14,16 @@ Runs are built in a hidden ``.tmp-<id>-<pid>`` folder and renamed into place, so
 sees half a run; a run that raises is stored with status ``failed``, its error and no model; a
 ``.tmp-*`` folder whose process is gone (killed) is listed as ``interrupted`` until the next run in
 the store (or ``litediff runs --clean``) removes it. Paths inside a run are relative to its folder.
+
+Training stages keep resumable checkpoints in ``<store>/_checkpoints/<id>/`` while the run is
+unfinished: the same recipe run again (after a kill, a failure, a stopped session) resumes each
+training stage where its checkpoint left it, to the same result; a recipe's stages that train
+with ``curve_every`` store their recovery curves under ``metrics["recovery"]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,11 +37,12 @@ import torch
 from . import __version__
 from .errors import LiteDiffError
 from .fileio import replace_dir, write_json_atomic
-from .progress import Progress, report
+from .progress import Progress, prefixed, report
 from .recipes import Recipe
 
 STATUS, RECIPE, METRICS, LAYERS, GRID, MODEL = ("status.json", "recipe.json", "metrics.json",
                                                 "layers.csv", "samples.png", "model")
+CHECKPOINTS = "_checkpoints"   # <store>/_checkpoints/<id>/<stage index>-<stage>/ (resumable)
 
 
 def user_store() -> Path:
@@ -98,6 +105,23 @@ class RunStore:
             except FileNotFoundError:
                 continue
         return [d for _, d in sorted(found)]
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        """Where the training stages of run ``run_id`` keep their resumable checkpoints."""
+        return self.root / CHECKPOINTS / run_id
+
+    def checkpoints(self) -> dict:
+        """run id → (stage folder → step reached) of every unfinished run's checkpoints."""
+        from .compress._checkpoint import read_state
+
+        found = {}
+        root = self.root / CHECKPOINTS
+        for run in sorted(root.iterdir()) if root.is_dir() else []:
+            stages = {d.name: (read_state(d) or {}).get("step") for d in sorted(run.iterdir())
+                      if d.is_dir() and not d.name.startswith(".")}
+            if stages:
+                found[run.name] = stages
+        return found
 
     def clean(self) -> list:
         """Remove the working folders of processes that are gone (a run killed mid-way, a
@@ -191,14 +215,24 @@ def _row(run_id, recipe, status, m) -> dict:
 # ----------------------------------------------------------------------------- running
 
 def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = None,
-               device: str = "auto", force: bool = False) -> Path:
-    """Run ``recipe`` into ``store`` (or return the finished run with the same key)."""
+               device: str = "auto", force: bool = False, restart: bool = False,
+               checkpoint_every_s: float = 60.0,
+               checkpoint_every_steps: Optional[int] = None) -> Path:
+    """Run ``recipe`` into ``store`` (or return the finished run with the same key).
+
+    Training stages keep a checkpoint in ``<store>/_checkpoints/<id>/`` (every
+    ``checkpoint_every_s`` seconds, or every ``checkpoint_every_steps`` steps): a run killed or
+    failed mid-way resumes from there when the same recipe runs again (``restart`` discards
+    them and starts afresh). They are removed once the run is done."""
     store.clean()
     done = store.find(recipe)
     if done and not force:
         report(progress, 1, 1, "already run: reused")
         return done
     final = store.run_dir(recipe)
+    checkpoints = store.checkpoint_dir(final.name)
+    if restart or force:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     store.root.mkdir(parents=True, exist_ok=True)
     tmp = store.root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -206,8 +240,17 @@ def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = N
     _write_json(tmp / RECIPE, recipe.to_dict())
     started = time.time()
     _write_json(tmp / STATUS, {"status": "running", "pid": os.getpid(), "started": started})
+    from .compress._checkpoint import Checkpointing
+
+    keep = Checkpointing(checkpoints, every_s=checkpoint_every_s,
+                         every_steps=checkpoint_every_steps)
+    from .compress import make_stage
+
+    if any(make_stage(s).trains for s in recipe.stages):  # what an unfinished run was
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        _write_json(checkpoints / RECIPE, recipe.to_dict())
     try:
-        _execute(recipe, tmp, progress, device)
+        _execute(recipe, tmp, progress, device, keep)
         metrics = json.loads((tmp / METRICS).read_text())
         _write_json(tmp / METRICS, {**metrics, "model": MODEL})  # relative to the run folder
         status = {"status": "done"}
@@ -223,10 +266,12 @@ def run_recipe(recipe: Recipe, store: RunStore, progress: Optional[Progress] = N
     replace_dir(tmp, final)
     if error is not None:
         raise error
+    shutil.rmtree(checkpoints, ignore_errors=True)  # done: nothing left to resume
     return final
 
 
-def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: str) -> None:
+def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: str,
+             checkpointing=None) -> None:
     from .compress import CompressState, make_stage, save_compressed
     from .data import load_dataset
     from .device import resolve_device
@@ -246,7 +291,7 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
     data = load_dataset(dataset, "train") if recipe.stages else None
     state = CompressState.start(base.unet, base.scheduler, dataset=dataset, data=data)
     n_stages = len(recipe.stages)
-    timings = []
+    timings, recovery = [], []
     with (out / "log.jsonl").open("w") as log:
         for i, spec in enumerate(recipe.stages):
             stage = make_stage(spec)
@@ -254,10 +299,20 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
 
             def sub(done, total, message, _i=i, _name=stage.name):
                 report(progress, _i * 1000 + int(1000 * done / max(total, 1)),
-                       (n_stages + 1) * 1000, f"{_name}: {message}")
+                       (n_stages + 1) * 1000, prefixed(_name, message))
 
+            if checkpointing is not None and stage.trains:
+                state.checkpointing = dataclasses.replace(
+                    checkpointing, folder=checkpointing.folder / f"{i}-{stage.name}")
             state = stage.apply(state, sub)
+            state.checkpointing = None
             timings.append({"stage": stage.name, "seconds": round(time.time() - t0, 2)})
+            entry = state.log[-1] if state.log else {}
+            if entry.get("curve"):
+                recovery.append({"stage_index": i, "stage": stage.name,
+                                 "label": entry["curve_label"], "points": entry["curve"],
+                                 "reference": entry.get("curve_reference"),
+                                 "resumed_from": entry.get("resumed_from", 0)})
             log.write(json.dumps({**timings[-1], "log": state.log[-1] if state.log else {}},
                                  default=str) + "\n")
     save_compressed(state, out / MODEL, {**_meta_of(base), "recipe": recipe.to_dict()})
@@ -267,6 +322,8 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
                (n_stages + 1) * 1000, f"evaluating: {message}")
 
     metrics = measure(base, out / MODEL, recipe, device, out, eval_progress)
+    if recovery:
+        metrics["recovery"] = recovery
     metrics.update({"method": recipe.method(), "stages": timings, "notes": list(state.notes),
                     "train_steps": sum(int(s["config"].get("steps", 0)) for s in recipe.stages
                                        if make_stage(s).trains),

@@ -5,7 +5,8 @@ import threading
 import pytest
 
 from litediff_core.errors import LiteDiffError
-from litediff_core.jobs import CANCELLED, DONE, FAILED, Cancelled, Job, JobRegistry, parse_loss
+from litediff_core.jobs import CANCELLED, DONE, FAILED, Cancelled, Job, JobRegistry
+from litediff_core.progress import Event, data_of, prefixed
 
 
 class FakeClock:
@@ -16,12 +17,17 @@ class FakeClock:
         return self.t
 
 
-def test_parse_loss_reads_the_number_after_loss():
-    assert parse_loss("finetune: loss 0.0412") == pytest.approx(0.0412)
-    assert parse_loss("loss=1.5e-03") == pytest.approx(1.5e-3)
-    assert parse_loss("distill: step 3, loss: 2") == 2.0
-    assert parse_loss("evaluating: ddim, batch 1/1") is None
-    assert parse_loss("") is None and parse_loss(None) is None
+def test_progress_events_carry_data_through_prefixes_and_plain_text_carries_none():
+    e = prefixed("finetune", Event("loss 0.0412", loss=0.0412, step=3))
+    assert e == "finetune: loss 0.0412" and isinstance(e, str)  # a bar shows the text
+    assert data_of(e) == {"loss": 0.0412, "step": 3}
+    assert data_of("finetune: loss 0.0412") == {}  # text is never parsed for numbers
+    job = Job("j")
+    job.progress(1, 2, "finetune: loss 0.5")
+    assert job.snapshot()["losses"] == []
+    job.progress(2, 2, prefixed("distill", Event("step 2: curve FID 90.0",
+                                                   curve_point={"step": 2, "fid": 90.0})))
+    assert job.snapshot()["curve"] == [{"step": 2, "fid": 90.0, "stage": "distill"}]
 
 
 def test_progress_eta_and_loss_curve():
@@ -30,9 +36,9 @@ def test_progress_eta_and_loss_curve():
     job.progress(0, 100, "structured-prune: ranking")
     assert job.snapshot()["eta_s"] is None  # no rate yet
     clock.t += 10
-    job.progress(10, 100, "finetune: loss 0.5")
+    job.progress(10, 100, Event("finetune: loss 0.5", loss=0.5))
     clock.t += 10
-    job.progress(20, 100, "finetune: loss 0.25")
+    job.progress(20, 100, Event("finetune: loss 0.25", loss=0.25))
     snap = job.snapshot()
     assert snap["fraction"] == pytest.approx(0.2)
     assert snap["eta_s"] == pytest.approx(80.0)  # finetune: 10 units in 10 s, 80 left
@@ -64,7 +70,7 @@ def test_a_job_runs_in_a_thread_and_keeps_its_result():
     def work(x, y, progress, scale=1):
         assert threading.current_thread() is not threading.main_thread()
         for i in range(3):
-            progress(i + 1, 3, f"loss {1 / (i + 1):.3f}")
+            progress(i + 1, 3, Event(f"loss {1 / (i + 1):.3f}", loss=1 / (i + 1)))
         seen.set()
         return (x + y) * scale
 
@@ -222,10 +228,10 @@ def test_a_cancel_request_shows_at_once_as_cancelling():
     started, release = threading.Event(), threading.Event()
 
     def quiet(progress):
-        progress(1, 10, "finetune: loss 0.5")
+        progress(1, 10, Event("finetune: loss 0.5", loss=0.5))
         started.set()
         release.wait(10)  # a long step that reports nothing
-        progress(2, 10, "finetune: loss 0.4")
+        progress(2, 10, Event("finetune: loss 0.4", loss=0.4))
 
     job_id = jobs.start(quiet)
     assert started.wait(10)

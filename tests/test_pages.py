@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # `pages._shared` lives next to app.py
     sys.path.insert(0, str(REPO))
 
 APP = REPO / "app.py"
-PAGES = ["compress", "samples", "layers", "pareto", "runs"]
+PAGES = ["compress", "samples", "layers", "pareto", "recovery", "runs"]
 TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
               block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
               up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
@@ -54,7 +54,8 @@ def tiny(tmp_path_factory):
             store, device="cpu")
         b = run_recipe(Recipe(base=base, eval=EVAL, name="sparse then tuned", stages=[
             {"stage": "unstructured-prune", "config": {"ratio": 0.5}},
-            {"stage": "finetune", "config": {"steps": 2, "batch_size": 8}}]),
+            {"stage": "finetune", "config": {"steps": 2, "batch_size": 8, "curve_every": 1,
+                                             "curve_samples": 50, "curve_sampling_steps": 2}}]),
             store, device="cpu")
     return SimpleNamespace(base=base, store=root / "runs", ids=[a.name, b.name])
 
@@ -128,9 +129,43 @@ def test_every_page_renders_with_two_runs(with_runs):
     names = {t.get("name") for t in figures(at)[0]["data"]}
     assert {"structured-prune(l1, 0.5) · ddim 2",  # the method names the run's own sampler
             "unstructured-prune(l1, 0.5) → finetune(2) · ddim 2", "Pareto frontier"} <= names
+    at = ok(page("recovery"))
+    fig = figures(at)[0]
+    assert [t["name"] for t in fig["data"]] == ["sparse then tuned (1-finetune)"]
+    assert fig["data"][0]["x"] == [0, 1, 2]  # step 0, every step, the end
+    assert "FID of 50 samples, DPM-Solver++ 2 steps" in fig["layout"]["title"]["text"]
+    assert any(s.get("type") == "line" for s in fig["layout"]["shapes"])  # the dense base
     at = ok(page("runs"))
     assert rows(at) == 2
     ok(page("compress"))
+
+
+def test_recovery_page_switches_axes_and_shows_unfinished_runs(with_runs, tmp_path,
+                                                               monkeypatch):
+    at = ok(page("recovery"))
+    at.radio(key="rc_x").set_value("train_min").run()
+    x = figures(ok(at))[0]["data"][0]["x"]
+    assert x[0] == 0 and x[1] > 0 and x == sorted(x)
+    at.radio(key="rc_y").set_value("eps_mse_teacher").run()
+    assert "ε-MSE" in figures(ok(at))[0]["layout"]["yaxis"]["title"]["text"]
+    # a run stopped mid-training: its curve so far, read from the checkpoint
+    store = tmp_path / "store"
+    shutil.copytree(with_runs.store, store)
+    run_id = with_runs.ids[1]
+    log = [json.loads(line) for line in (store / run_id / "log.jsonl").read_text().splitlines()]
+    entry = log[1]["log"]
+    ckpt = store / "_checkpoints" / "abcdef123456" / "1-finetune"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text(json.dumps({
+        "format": 1, "step": 1, "fingerprint": {"stage": "finetune", "config": entry["config"],
+                                                "steps": 2}, "curve": entry["curve"][:2],
+        "curve_label": entry["curve_label"]}))
+    (ckpt.parent / "recipe.json").write_text(json.dumps({"name": "still training",
+                                                         "base": "x", "stages": []}))
+    monkeypatch.setenv("LITEDIFF_RUNS", str(store))
+    at = ok(page("recovery"))
+    names = [t["name"] for t in figures(at)[0]["data"]]
+    assert "still training (1-finetune) — unfinished at step 1 of 2" in names
 
 
 # ----------------------------------------------------------------------------- Pareto

@@ -8,7 +8,10 @@ extra loss terms, a ``progress(done, total, "loss 0.1234")`` report per step, an
 losses returned (the UI's live loss curve).
 
 Every step draws its images, timesteps and noise from a generator seeded by (seed, step), like
-``train/base.py``, so a run is reproducible and does not depend on how many processes share it.
+``train/base.py``, so a run is reproducible and does not depend on how many processes share it,
+and a loop killed at any point resumes from its last checkpoint (``checkpointing``, see
+``_checkpoint.py``) to the same result. A ``monitor`` (``_curve.py``) evaluates the model at
+step 0, every ``monitor_every`` steps and at the end: the recovery curve.
 
 Hugging Face Accelerate runs it: ``Accelerator().prepare(model, optimizer)`` and
 ``accelerator.backward``. On one process Accelerate adds nothing (the model is not wrapped, the
@@ -39,9 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LiteDiffError
-from ..progress import Progress, report
+from ..progress import Event, Progress, report
 from ._common import eval_mode, image_sampler
-from .base import clone_model
+from .base import clone_model, option
 
 
 @dataclass
@@ -59,8 +62,11 @@ class Batch:
 @dataclass
 class TrainResult:
     losses: List[float] = field(default_factory=list)  # total loss of every step
-    seconds: float = 0.0
+    seconds: float = 0.0       # wall time of this call
+    train_s: float = 0.0       # training time of all steps, across resumes, evaluation excluded
     processes: int = 1
+    curve: List[dict] = field(default_factory=list)    # the monitor's points
+    resumed_from: int = 0      # the step a checkpoint resumed at (0: started afresh)
 
     @property
     def first_loss(self) -> Optional[float]:
@@ -96,6 +102,10 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
                            extra_loss: Optional[Callable[[Batch], torch.Tensor]] = None,
                            penalty: Optional[Callable[[nn.Module], torch.Tensor]] = None,
                            on_step: Optional[Callable[[int, nn.Module], None]] = None,
+                           monitor: Optional[Callable[[int, nn.Module, float], dict]] = None,
+                           monitor_every: int = 0,
+                           checkpointing=None, fingerprint: Optional[dict] = None,
+                           extra_state: Optional[dict] = None,
                            progress: Optional[Progress] = None, who: str = "train",
                            accelerator=None) -> TrainResult:
     """Train ``model`` in place (its parameters with ``requires_grad``) for ``steps`` steps.
@@ -108,7 +118,14 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
     (0: ``steps``, a single cosine decay to 0). With ``ema`` the model ends with the EMA
     weights. ``grad_clip`` > 0 clips the gradient norm. The model ends on the device it came
     on, in the mode it came in; masked weights (``torch.nn.utils.prune``) stay exactly 0.
+
+    ``monitor(step, model, train_s)`` returns a curve point (run on the main process, on the
+    weights the loop would end with: the EMA's when there is one). ``checkpointing``
+    (:class:`._checkpoint.Checkpointing`) keeps the loop's state in a folder and resumes from
+    it; ``fingerprint`` (the stage's options) and a hash of the starting weights guard it.
+    ``extra_state`` is a JSON-able dict of the caller's own counters, saved and restored in place.
     """
+    from . import _checkpoint
     from accelerate import Accelerator
 
     if steps < 1 or batch_size < 1:
@@ -139,10 +156,67 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
 
         averager = EMAModel(params, decay=ema_decay)
     result = TrainResult(processes=processes)
+    first, extra_state = 0, extra_state if extra_state is not None else {}
+    if checkpointing is not None:
+        fingerprint = {**(fingerprint or {}), "steps": steps,
+                       "start_weights": _checkpoint.weights_hash(model)}
+        saved = _checkpoint.read_state(checkpointing.folder)
+        if saved is not None:
+            _checkpoint.load(checkpointing.folder, saved, fingerprint=fingerprint, model=model,
+                             optimizer=optimizer, scheduler=lr_schedule, ema=averager, who=who)
+            if averager is not None:
+                averager.to(accelerator.device)
+            refresh_masked_weights(model)
+            first = result.resumed_from = int(saved["step"])
+            result.losses, result.curve = list(saved["losses"]), list(saved["curve"])
+            result.train_s = float(saved["train_s"])
+            extra_state.update(saved["extra"])
+            if accelerator.is_main_process:
+                report(progress, first, steps, f"resumed at step {first} of {steps}")
+    main = accelerator.is_main_process
+
+    def evaluate(step: int) -> None:
+        if monitor is None or not main:
+            return
+        unwrapped = accelerator.unwrap_model(wrapped)
+        if averager is not None:  # the weights the stage would end with now
+            averager.store(params)
+            averager.copy_to(params)
+            refresh_masked_weights(unwrapped)
+        try:
+            result.curve.append(monitor(step, unwrapped, result.train_s))
+        finally:
+            if averager is not None:
+                averager.restore(params)
+                refresh_masked_weights(unwrapped)
+        if progress is not None:
+            p = result.curve[-1]
+            report(progress, step, steps,
+                   Event(f"step {step}: curve FID {p['fid']:.1f}", curve_point=p))
+
+    last_saved = time.monotonic()
+
+    def keep(step: int) -> None:
+        nonlocal last_saved
+        if checkpointing is None or not checkpointing.due(step, steps, last_saved):
+            return
+        if main:
+            _checkpoint.save(checkpointing.folder, fingerprint=fingerprint, step=step,
+                             model=accelerator.unwrap_model(wrapped), optimizer=optimizer,
+                             scheduler=lr_schedule, ema=averager,
+                             info={"losses": result.losses, "curve": result.curve,
+                                   "curve_label": getattr(monitor, "label", None),
+                                   "train_s": result.train_s, "extra": extra_state})
+        accelerator.wait_for_everyone()
+        last_saved = time.monotonic()
+
     start = time.perf_counter()
+    if first == 0 and monitor_every:
+        evaluate(0)
     wrapped.train()
     try:
-        for step in range(steps):
+        for step in range(first, steps):
+            tick = time.perf_counter()
             g = step_generator(seed, step)
             x0 = draw(batch_size, g)
             t = torch.randint(T, (x0.shape[0],), generator=g)
@@ -182,8 +256,14 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
             result.losses.append(value)
             if on_step is not None:
                 on_step(step + 1, accelerator.unwrap_model(wrapped))
-            if accelerator.is_main_process:
-                report(progress, step + 1, steps, f"loss {value:.4f}")
+            result.train_s += time.perf_counter() - tick
+            if main:
+                report(progress, step + 1, steps,
+                       Event(f"loss {value:.4f}", loss=value, step=step + 1))
+            if monitor_every and ((step + 1) % monitor_every == 0 or step + 1 == steps):
+                evaluate(step + 1)
+                wrapped.train()
+            keep(step + 1)
     finally:
         model = accelerator.unwrap_model(wrapped)
         opt.zero_grad(set_to_none=True)
@@ -196,6 +276,47 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
     refresh_masked_weights(model)
     result.seconds = time.perf_counter() - start
     return result
+
+
+# ----------------------------------------------------------------------------- recovery
+
+@dataclass
+class CurveOptions:
+    """The recovery-curve options every training stage's ``Config`` inherits (``_curve.py``)."""
+
+    curve_every: int = option(0, "recovery curve: evaluate every this many steps (0: no curve)")
+    curve_samples: int = option(200, "recovery curve: samples per FID point")
+    curve_sampling_steps: int = option(10, "recovery curve: DPM-Solver++ steps per sample")
+
+
+# added after runs were stored: recipes that leave them at these values keep their keys
+CURVE_DEFAULTS = {"curve_every": 0, "curve_samples": 200, "curve_sampling_steps": 10}
+
+
+def recovery_kwargs(stage, state) -> dict:
+    """The recovery curve and checkpointing arguments of ``train_noise_prediction`` for a
+    training stage applied to ``state`` (``state.checkpointing`` is set by the runner)."""
+    from ._curve import CurveConfig, RecoveryMonitor
+
+    c, kwargs = stage.config, {}
+    if c.curve_every:
+        cfg = CurveConfig(every=c.curve_every, n=c.curve_samples, steps=c.curve_sampling_steps,
+                          seed=c.seed)
+        kwargs.update(monitor=RecoveryMonitor(cfg, state.scheduler, state.dataset, state.teacher),
+                      monitor_every=c.curve_every)
+    if getattr(state, "checkpointing", None) is not None:
+        kwargs.update(checkpointing=state.checkpointing, fingerprint=stage.to_dict())
+    return kwargs
+
+
+def recovery_log(result: "TrainResult", kwargs: dict) -> dict:
+    """What a training stage adds to its log entry: the curve (with its label) and resumption."""
+    out = {"train_seconds": round(result.train_s, 3), "resumed_from": result.resumed_from}
+    monitor = kwargs.get("monitor")
+    if monitor is not None:
+        out.update(curve=result.curve, curve_label=monitor.label,
+                   curve_reference=monitor.reference())
+    return out
 
 
 # ----------------------------------------------------------------------------- loss terms
@@ -275,3 +396,7 @@ def check_training(who: str, c) -> None:
         raise LiteDiffError(f"{who}: ema_decay must be in (0, 1), not {c.ema_decay}")
     if c.grad_clip < 0:
         raise LiteDiffError(f"{who}: grad_clip must be ≥ 0 (0: no clipping)")
+    if isinstance(c, CurveOptions):
+        from ._curve import check_curve
+
+        check_curve(who, c.curve_every, c.curve_samples, c.curve_sampling_steps, c.steps)

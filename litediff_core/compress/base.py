@@ -38,6 +38,7 @@ class CompressState:
     pruning_history: list = field(default_factory=list)  # torch-pruning history, JSON-able
     notes: List[str] = field(default_factory=list)       # honest remarks shown to users
     log: List[dict] = field(default_factory=list)        # one JSON-able dict per applied stage
+    checkpointing: Any = None       # where the next training stage keeps resumable checkpoints
 
     @classmethod
     def start(cls, unet, scheduler, dataset: Optional[str] = None, data=None) -> "CompressState":
@@ -161,8 +162,9 @@ def type_name(hint) -> str:
 def describe_config(config_cls) -> List[dict]:
     """The options of a ``Config`` class: name, type, default, choices (or None) and help."""
     hints = typing.get_type_hints(config_cls)
-    out = []
-    for f in fields(config_cls):
+    own = config_cls.__dict__.get("__annotations__", {})
+    out = []  # the class's own options first, then inherited ones (recovery-curve options)
+    for f in sorted(fields(config_cls), key=lambda f: f.name not in own):
         default = f.default if f.default is not MISSING else f.default_factory()
         out.append({"name": f.name, "type": type_name(hints[f.name]),
                     "default": list(default) if isinstance(default, tuple) else default,

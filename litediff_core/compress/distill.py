@@ -31,7 +31,8 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
-from ._training import (check_training, kd_loss, round_losses, train_noise_prediction,
+from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, kd_loss,
+                        recovery_kwargs, recovery_log, round_losses, train_noise_prediction,
                         training_data)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
@@ -46,8 +47,10 @@ class Distill(Stage):
     name = "distill"
     trains = True
 
+    added_options = CURVE_DEFAULTS
+
     @dataclass
-    class Config:
+    class Config(CurveOptions):
         steps: int = option(500, "optimizer steps")
         lr: float = option(2e-4, "peak learning rate (Adam); a fresh student wants ~1e-3")
         batch_size: int = option(64, "images per step (global: shared out over processes)")
@@ -91,12 +94,13 @@ class Distill(Stage):
             student.to(next(teacher.parameters()).device).train(True)
         else:
             student = clone_model(state.unet)
+        recovery = recovery_kwargs(self, state)
         result = train_noise_prediction(
             student, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
             seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay, grad_clip=c.grad_clip,
             task_weight=1.0 - c.kd_frac,
             extra_loss=kd_loss(teacher, c.kd_frac) if c.kd_frac > 0 else None,
-            progress=progress, who=self.name)
+            progress=progress, who=self.name, **recovery)
         self.result = result
         if c.fresh:
             if state.pruning_history:
@@ -107,10 +111,10 @@ class Distill(Stage):
         state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
                           "processes": result.processes,
                           "seconds": round(time.perf_counter() - start, 3),
-                          "train_seconds": round(result.seconds, 3),
                           "first_loss": result.first_loss, "last_loss": result.last_loss,
                           "losses": round_losses(result.losses),
-                          "params": count_params(student), **info})
+                          "params": count_params(student), **info,
+                          **recovery_log(result, recovery)})
         return state
 
 

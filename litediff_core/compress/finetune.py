@@ -28,7 +28,8 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_nonzero
 from ..progress import Progress
-from ._training import (check_training, l1_penalty, round_losses, sparsity,
+from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, l1_penalty,
+                        recovery_kwargs, recovery_log, round_losses, sparsity,
                         train_noise_prediction, training_data)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
@@ -41,8 +42,10 @@ class FineTune(Stage):
     name = "finetune"
     trains = True
 
+    added_options = CURVE_DEFAULTS
+
     @dataclass
-    class Config:
+    class Config(CurveOptions):
         steps: int = option(500, "optimizer steps")
         lr: float = option(2e-4, "peak learning rate (Adam)")
         batch_size: int = option(64, "images per step (global: shared out over processes)")
@@ -91,6 +94,7 @@ class FineTune(Stage):
             regrown["events"] += 1
 
         every = c.regrowth_every if c.regrowth > 0 and c.regrowth_every > 0 else 0
+        recovery = recovery_kwargs(self, state)
 
         def on_step(step: int, model) -> None:
             if step % every == 0 and step < c.steps:
@@ -100,17 +104,17 @@ class FineTune(Stage):
             unet, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
             seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay, grad_clip=c.grad_clip,
             penalty=l1_penalty(c.l1_lambda) if c.l1_lambda > 0 else None,
-            on_step=on_step if every else None,
-            progress=progress, who=self.name)
+            on_step=on_step if every else None, extra_state=regrown,
+            progress=progress, who=self.name, **recovery)
         if c.regrowth > 0 and not every:
             regrow(c.steps, unet)
         self.result = result
         state.unet = unet
         entry = {"stage": self.name, "config": asdict(c), "steps": c.steps,
                  "processes": result.processes, "seconds": round(time.perf_counter() - start, 3),
-                 "train_seconds": round(result.seconds, 3), "first_loss": result.first_loss,
-                 "last_loss": result.last_loss, "losses": round_losses(result.losses),
-                 "nonzero_params": count_nonzero(unet)}
+                 "first_loss": result.first_loss, "last_loss": result.last_loss,
+                 "losses": round_losses(result.losses), "nonzero_params": count_nonzero(unet),
+                 **recovery_log(result, recovery)}
         if sparsity_before is not None:
             entry.update(sparsity_before=sparsity_before, sparsity_after=sparsity(unet),
                          regrowth_events=regrown["events"], regrown_weights=regrown["weights"])

@@ -35,7 +35,8 @@ from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
 from ._common import PROTECT_SETS, all_submodules, protected_modules
-from ._training import (check_training, kd_loss, refresh_masked_weights, round_losses,
+from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, kd_loss,
+                        recovery_kwargs, recovery_log, refresh_masked_weights, round_losses,
                         train_noise_prediction, training_data)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
@@ -52,8 +53,10 @@ class LoRA(Stage):
     name = "lora"
     trains = True
 
+    added_options = CURVE_DEFAULTS
+
     @dataclass
-    class Config:
+    class Config(CurveOptions):
         r: int = option(4, "adapter rank")
         alpha: float = option(4.0, "adapter scale numerator: the update is (alpha / r) · B·A")
         layers: Tuple[str, ...] = option(("conv", "linear"), "layer kinds that get adapters",
@@ -91,13 +94,14 @@ class LoRA(Stage):
         data = training_data(state, data, self.name)
         unet = clone_model(state.unet)
         info = add_adapters(unet, c.r, c.alpha, c.layers, c.protect, c.seed)
+        recovery = recovery_kwargs(self, state)
         try:
             result = train_noise_prediction(
                 unet, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
                 seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay,
                 grad_clip=c.grad_clip, task_weight=1.0 - c.kd_frac,
                 extra_loss=kd_loss(state.teacher, c.kd_frac) if c.kd_frac > 0 else None,
-                progress=progress, who=self.name)
+                progress=progress, who=self.name, **recovery)
         finally:
             merged = merge_adapters(unet)
         self.result = result
@@ -105,10 +109,10 @@ class LoRA(Stage):
         state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
                           "processes": result.processes,
                           "seconds": round(time.perf_counter() - start, 3),
-                          "train_seconds": round(result.seconds, 3),
                           "first_loss": result.first_loss, "last_loss": result.last_loss,
                           "losses": round_losses(result.losses), **info,
-                          "merged_layers": merged["layers"], "params": count_params(unet)})
+                          "merged_layers": merged["layers"], "params": count_params(unet),
+                          **recovery_log(result, recovery)})
         if merged["masked_layers"]:
             state.note(SPARSE_NOTE)
         state.note("lora: adapters are merged into the weights — no extra parameters or "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import load_dataset
-from ..progress import Progress, report
+from ..progress import Event, Progress, report
 from .checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -109,7 +109,7 @@ def train_base(cfg: TrainBaseConfig, progress: Optional[Progress] = None) -> Pat
             log.write(json.dumps({"step": step, "loss": loss.item(), "loss_avg": loss_avg,
                                   "lr": lr, "seconds": time.time() - t_start}) + "\n")
             log.flush()
-        report(progress, step, cfg.steps, f"loss {loss_avg:.4f}")
+        report(progress, step, cfg.steps, Event(f"loss {loss_avg:.4f}", loss=loss_avg, step=step))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             seconds = time.time() - t_start
             state = {"step": step, "train_seconds": seconds, "config": asdict(cfg)}

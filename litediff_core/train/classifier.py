@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..data import load_dataset
 from ..models.classifier import FashionClassifier, save_classifier
-from ..progress import Progress, report
+from ..progress import Event, Progress, report
 
 
 @dataclass
@@ -62,7 +62,7 @@ def train_classifier(cfg: TrainClassifierConfig, progress: Optional[Progress] = 
             opt.step()
             sched.step()
             step += 1
-            report(progress, step, total, f"loss {loss.item():.3f}")
+            report(progress, step, total, Event(f"loss {loss.item():.3f}", loss=loss.item(), step=step))
     acc = accuracy(model, test)
     meta = {"test_accuracy": acc, "train_seconds": round(time.time() - t0, 1),
             "training": asdict(cfg), "data_source": train.source,

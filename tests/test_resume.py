@@ -1,0 +1,193 @@
+"""Resumable training: a fine-tune or distillation stopped at any point (an exception, SIGKILL)
+resumes from its last checkpoint to exactly the model an uninterrupted run ends with."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from litediff_core.compress import CompressState, Distill, FineTune, UnstructuredPrune
+from litediff_core.compress._checkpoint import Checkpointing, read_state
+from litediff_core.compress._training import train_noise_prediction
+from litediff_core.errors import LiteDiffError
+from test_compress_train import images, same_weights, weights  # noqa: F401 (fixture)
+from test_runs import base_folder  # noqa: F401 (fixture)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(k):
+    def on_step(step, model):
+        if step == k:
+            raise Stop(step)
+    return on_step
+
+
+def _train(unet, scheduler, images, folder, **kw):
+    return train_noise_prediction(unet, scheduler, images, steps=8, lr=2e-3, batch_size=8,
+                                  seed=3, ema=True, ema_decay=0.9,
+                                  checkpointing=Checkpointing(folder, every_steps=2),
+                                  fingerprint={"stage": "test"}, **kw)
+
+
+def test_loop_resumed_after_an_interruption_ends_bit_for_bit_like_an_uninterrupted_one(
+        tiny_unet, ddpm_scheduler, images, tmp_path):
+    from litediff_core.compress.base import clone_model
+
+    whole = clone_model(tiny_unet)
+    full = _train(whole, ddpm_scheduler, images, tmp_path / "a")
+    cut = clone_model(tiny_unet)
+    with pytest.raises(Stop):  # stopped after step 5: the checkpoint of step 4 is on disk
+        _train(cut, ddpm_scheduler, images, tmp_path / "b", on_step=stop_at(5))
+    assert read_state(tmp_path / "b")["step"] == 4
+    again = clone_model(tiny_unet)  # a new process starts from the stage's input model
+    resumed = _train(again, ddpm_scheduler, images, tmp_path / "b")
+    assert resumed.resumed_from == 4
+    assert resumed.losses == full.losses  # the same 8 steps (4 restored, 4 taken again)
+    assert same_weights(weights(again), weights(whole))  # EMA weights at the end: identical
+
+
+def test_a_checkpoint_of_another_starting_model_is_refused(tiny_unet, ddpm_scheduler, images,
+                                                           tmp_path):
+    from litediff_core.compress.base import clone_model
+
+    with pytest.raises(Stop):
+        _train(clone_model(tiny_unet), ddpm_scheduler, images, tmp_path / "c",
+               on_step=stop_at(3))
+    other = clone_model(tiny_unet)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(LiteDiffError, match="another run.*start_weights.*--restart"):
+        _train(other, ddpm_scheduler, images, tmp_path / "c")
+
+
+def test_a_damaged_checkpoint_is_refused_with_a_message(tiny_unet, ddpm_scheduler, images,
+                                                        tmp_path):
+    from litediff_core.compress.base import clone_model
+
+    with pytest.raises(Stop):
+        _train(clone_model(tiny_unet), ddpm_scheduler, images, tmp_path / "d",
+               on_step=stop_at(3))
+    (tmp_path / "d" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LiteDiffError, match="cannot be read.*--restart"):
+        _train(clone_model(tiny_unet), ddpm_scheduler, images, tmp_path / "d")
+
+
+def _stage_run(stage, unet, scheduler, images, folder, stop=None):
+    state = CompressState.start(unet, scheduler, data=images)
+    state = UnstructuredPrune(ratio=0.5).apply(state)
+    state.checkpointing = Checkpointing(folder, every_steps=3)
+    if stop:
+        import litediff_core.compress._training as tr
+        real = tr.train_noise_prediction
+
+        def wrapped(*a, **kw):
+            return real(*a, **{**kw, "on_step": _chain(kw.get("on_step"), stop_at(stop))})
+        tr_patch = pytest.MonkeyPatch()
+        mod = sys.modules[type(stage).__module__]
+        tr_patch.setattr(mod, "train_noise_prediction", wrapped)
+        try:
+            with pytest.raises(Stop):
+                stage.apply(state)
+        finally:
+            tr_patch.undo()
+        return None
+    return stage.apply(state)
+
+
+def _chain(first, second):
+    def both(step, model):
+        if first is not None:
+            first(step, model)
+        second(step, model)
+    return both
+
+
+@pytest.mark.parametrize("make", [
+    lambda: FineTune(steps=7, batch_size=8, lr=2e-3, ema=True, ema_decay=0.9, regrowth=0.2,
+                     regrowth_every=2),
+    lambda: Distill(steps=7, batch_size=8, lr=2e-3, kd_frac=0.7, ema=True, ema_decay=0.9),
+], ids=["finetune-masks-regrowth", "distill"])
+def test_stage_resumes_to_the_same_model(make, tiny_unet, ddpm_scheduler, images, tmp_path):
+    whole = _stage_run(make(), tiny_unet, ddpm_scheduler, images, tmp_path / "whole")
+    _stage_run(make(), tiny_unet, ddpm_scheduler, images, tmp_path / "cut", stop=5)
+    assert read_state(tmp_path / "cut")["step"] == 3
+    resumed = _stage_run(make(), tiny_unet, ddpm_scheduler, images, tmp_path / "cut")
+    a, b = whole.log[-1], resumed.log[-1]
+    assert b["resumed_from"] == 3 and a["resumed_from"] == 0
+    assert a["losses"] == b["losses"]
+    for key in ("regrowth_events", "regrown_weights", "sparsity_after"):
+        assert a.get(key) == b.get(key)
+    assert same_weights(weights(whole.unet), weights(resumed.unet))
+
+
+# ----------------------------------------------------------------------------- SIGKILL
+
+RECIPE = """
+base: {base}
+dataset: fashion-mnist
+stages:
+  - stage: structured-prune
+    config: {{ratio: 0.3}}
+  - stage: distill
+    config: {{steps: 24, batch_size: 8, ema: true, ema_decay: 0.9}}
+eval: {{n: 24, steps: 2, latency_batch: 2}}
+"""
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "litediff_core.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, base_folder):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(base=base_folder))
+    ref = _cli("compress", str(recipe), "--store", str(tmp_path / "ref"), "--device", "cpu",
+               "--checkpoint-every", "4")
+    out, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+    store = tmp_path / "store"
+    proc = _cli("compress", str(recipe), "--store", str(store), "--device", "cpu",
+                "--checkpoint-every", "4")
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((store / "_checkpoints").glob("*/1-distill/state.json"))
+        if found and json.loads(found[0].read_text())["step"] >= 8:
+            ckpt = found[0].parent
+            break
+        time.sleep(0.05)
+    assert ckpt is not None, "no checkpoint appeared before the run ended"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = read_state(ckpt)["step"]
+    assert 8 <= step < 24
+    from litediff_core.runs import RunStore
+
+    assert RunStore(store).checkpoints() == {ckpt.parent.name: {"1-distill": step}}
+    again = _cli("compress", str(recipe), "--store", str(store), "--device", "cpu",
+                 "--checkpoint-every", "4")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert f"resuming an unfinished run: 1-distill at step {step}" in err
+    run = store / ckpt.parent.name
+    reference = tmp_path / "ref" / ckpt.parent.name
+    from safetensors.torch import load_file
+
+    a = load_file(str(reference / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(run / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a = [json.loads(line) for line in (reference / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log_a[1]["log"]["losses"] == log_b[1]["log"]["losses"]
+    assert log_b[1]["log"]["resumed_from"] == step
+    assert not (store / "_checkpoints" / ckpt.parent.name).exists()  # done: removed
