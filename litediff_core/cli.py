@@ -256,6 +256,14 @@ def cmd_sweep(args) -> dict:
 
     recipes = sweep_recipes(args.sweep)  # every recipe checked before the first one runs
     store = _store(args, writing=True)
+    if args.ray:
+        from .distributed import run_on_ray
+
+        out = run_on_ray(recipes, str(store.root), address=args.ray,
+                         cpus_per_task=args.ray_cpus_per_task,
+                         gpus_per_task=args.ray_gpus_per_task, device=args.device,
+                         local_cpus=args.ray_cpus, progress=TqdmProgress("sweep"))
+        return {"store": str(store.root), **out}
     done, failed = [], []
     for i, recipe in enumerate(recipes):
         print(f"[{i + 1}/{len(recipes)}] {recipe.name}", file=sys.stderr)
@@ -362,6 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sweep", help="run a grid of recipes (a sweep YAML) into the store")
     sp.add_argument("sweep", help="sweep file: a recipe plus a grid of stage options")
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--ray", metavar="ADDRESS", help="run one Ray task per recipe: local (a "
+                    "Ray on this machine), auto, or host:port of a cluster (needs "
+                    "pip install 'litediff-lab[ray]'; the store must be on a shared disk)")
+    sp.add_argument("--ray-cpus", type=_positive(int), help="--ray local: CPUs Ray may use "
+                    "(default: all)")
+    sp.add_argument("--ray-cpus-per-task", type=_positive(int), default=1,
+                    help="CPUs (PyTorch threads) of each recipe's task (default 1)")
+    sp.add_argument("--ray-gpus-per-task", type=float, default=0.0,
+                    help="GPUs of each recipe's task (default 0)")
     store_opt(sp)
     sp.set_defaults(fn=cmd_sweep)
     return p

@@ -195,6 +195,13 @@ def loss_chart(snap: dict) -> None:
                       x_label="training step (reported)", y_label="training loss (MSE)",
                       height=220)
         st.caption(f"Latest loss {snap['last_loss']:.4f}")
+    if snap.get("curve"):  # recovery-curve points (stages with curve_every)
+        df = pd.DataFrame(snap["curve"])
+        st.line_chart(df, x="step", y="fid", color="stage" if df["stage"].nunique() > 1 else None,
+                      x_label="training step", y_label="curve FID", height=200)
+        st.caption(f"Recovery curve so far: FID {df['fid'].iloc[-1]:.1f} at step "
+                   f"{int(df['step'].iloc[-1])} (few samples, fast sampler: the Recovery page "
+                   f"shows the stored curve with its setup)")
 
 
 @st.fragment(run_every=1.0)
