@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-import torch
 
 from . import __version__
 from .errors import LiteDiffError
@@ -287,6 +286,8 @@ def _execute(recipe: Recipe, out: Path, progress: Optional[Progress], device: st
     if recipe.eval["steps"] > trained:
         raise LiteDiffError(f"recipe eval steps {recipe.eval['steps']} exceed the {trained} "
                             f"timesteps {recipe.base} was trained with")
+    import torch
+
     torch.manual_seed(recipe.seed)
     data = load_dataset(dataset, "train") if recipe.stages else None
     state = CompressState.start(base.unet, base.scheduler, dataset=dataset, data=data)
@@ -448,7 +449,7 @@ def image_cost_vs_base(base, compressed, cfg, device: str) -> dict:
         "unet_calls": {"full": full, "cached": cached},
         "setup": {"sampler": cfg.sampler, "steps": cfg.steps, **kwargs, **caching},
         "base_setup": dict(ref), "batch_size": batch, "device": str(device),
-        "threads": torch.get_num_threads(), "load_average": round(load, 2),
+        "threads": _threads(), "load_average": round(load, 2),
     }
 
 
@@ -503,8 +504,14 @@ def _timed_after_pause(unet, batch_size: int, device: str) -> dict:
     return step_latency(unet, batch_size=batch_size, device=device)
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def base_samples(base, sampler: str, steps: int, n: int, seed: int, device: str,
-                 cache: Optional[Path] = None) -> torch.Tensor:
+                 cache: Optional[Path] = None) -> "torch.Tensor":
     """The base model's samples for a setup, cached under a key of its weights and the setup."""
     import hashlib
 

@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -64,3 +65,14 @@ def ddpm_scheduler():
     from litediff_core.models.embedded import ddpm_scheduler_config
 
     return DDPMScheduler(**ddpm_scheduler_config())
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Empty stores for the dashboard: the user store and the repository's cached results both
+    point to tmp."""
+    cached, runs = tmp_path / "cached", tmp_path / "runs"
+    cached.mkdir()
+    monkeypatch.setenv("LITEDIFF_CACHED_RESULTS", str(cached))
+    monkeypatch.setenv("LITEDIFF_RUNS", str(runs))
+    return SimpleNamespace(cached=cached, runs=runs)

@@ -35,6 +35,7 @@ PAGES = [  # (sidebar label, title, text the page must show once it has run)
     ("Samples & samplers", "Samples & samplers", "Sampler comparison"),
     ("Layers", "Layers", "Per-layer table"),
     ("Pareto", "Pareto", "One point per finished run"),
+    ("Recovery", "Recovery", "brings it back"),
     ("Runs", "Runs", "Compare two runs"),
 ]
 TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
@@ -359,3 +360,30 @@ def test_explore_slider_shows_a_cached_result_and_its_link_reproduces_it(server,
     # a deep link makes the browser probe <page>/_stcore/…, which answers 404
     assert [e for e in link.errors if "/explore/_stcore/" not in e] == []
     assert shown_s < 10, f"slider → cached result took {shown_s:.1f} s"
+
+
+def test_the_recovery_page_draws_a_stored_curve_with_its_dense_line(server, browser):
+    from litediff_core.recipes import Recipe
+    from litediff_core.runs import RunStore, run_recipe
+
+    run_recipe(Recipe(base=server["tiny"], name="tiny recovery",
+                      eval={"n": 16, "steps": 2, "latency_batch": 2},
+                      stages=[{"stage": "structured-prune", "config": {"ratio": 0.3}},
+                              {"stage": "distill", "config": {
+                                  "steps": 4, "batch_size": 8, "curve_every": 2,
+                                  "curve_samples": 50, "curve_sampling_steps": 2}}]),
+               RunStore(server["runs"]), device="cpu")
+    tab = Tab(browser, server["url"])
+    tab.page.goto(tab.url)
+    tab.title("LiteDiff Lab")
+    tab.nav("Recovery")
+    tab.title("Recovery")
+    tab.idle()
+    body = tab.page.inner_text("body")
+    assert "FID of 50 samples, DPM-Solver++ 2 steps" in body
+    assert tab.page.locator(".js-plotly-plot").count() >= 1
+    legend = tab.page.locator(".js-plotly-plot .legendtext").all_inner_texts()
+    assert "tiny recovery (1-distill)" in legend, legend
+    assert "dense base, same setup" in tab.page.locator(".js-plotly-plot").first.inner_text()
+    tab.check("recovery.png")
+    assert tab.errors == []

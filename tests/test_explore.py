@@ -300,16 +300,6 @@ def tiny(tmp_path_factory, fashion_mnist):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Empty stores: the user store and the repository's cached results both point to tmp."""
-    cached, runs = tmp_path / "cached", tmp_path / "runs"
-    cached.mkdir()
-    monkeypatch.setenv("LITEDIFF_CACHED_RESULTS", str(cached))
-    monkeypatch.setenv("LITEDIFF_RUNS", str(runs))
-    return SimpleNamespace(cached=cached, runs=runs)
-
-
-@pytest.fixture
 def with_tiny(tiny, env, monkeypatch):
     """The tiny runs as the user store (read only)."""
     monkeypatch.setenv("LITEDIFF_RUNS", str(tiny.store))

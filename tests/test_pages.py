@@ -61,16 +61,6 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Empty stores: the user store and the repository's cached results both point to tmp."""
-    cached, runs = tmp_path / "cached", tmp_path / "runs"
-    cached.mkdir()
-    monkeypatch.setenv("LITEDIFF_CACHED_RESULTS", str(cached))
-    monkeypatch.setenv("LITEDIFF_RUNS", str(runs))
-    return SimpleNamespace(cached=cached, runs=runs)
-
-
-@pytest.fixture
 def with_runs(tiny, env, monkeypatch):
     """The two tiny runs as the user store (read only: tests that change it copy it)."""
     monkeypatch.setenv("LITEDIFF_RUNS", str(tiny.store))

@@ -191,3 +191,18 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     assert log_a[1]["log"]["losses"] == log_b[1]["log"]["losses"]
     assert log_b[1]["log"]["resumed_from"] == step
     assert not (store / "_checkpoints" / ckpt.parent.name).exists()  # done: removed
+
+
+def test_restart_discards_the_checkpoints_of_an_unfinished_run(tmp_path, base_folder):
+    from litediff_core.recipes import Recipe
+    from litediff_core.runs import RunStore, run_recipe
+
+    recipe = Recipe(base=base_folder, eval={"n": 24, "steps": 2, "latency_batch": 2},
+                    stages=[{"stage": "structured-prune", "config": {"ratio": 0.3}}])
+    store = RunStore(tmp_path / "store")
+    stale = store.checkpoint_dir(store.run_dir(recipe).name) / "0-finetune"
+    stale.mkdir(parents=True)
+    (stale / "state.json").write_text(json.dumps({"format": 1, "step": 3}))
+    assert store.checkpoints() == {store.run_dir(recipe).name: {"0-finetune": 3}}
+    run_recipe(recipe, store, device="cpu", restart=True)
+    assert store.checkpoints() == {} and not stale.exists()
