@@ -165,25 +165,35 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
     return fig
 
 
-def overlay_reported(fig: go.Figure, x: str, y: str) -> None:
-    """The seed papers' own numbers, when ``litediff_core/reported_points.csv`` lists any."""
+REPORTED = "reported: Inception FID, other setup"
+
+
+def overlay_reported(fig: go.Figure, x: str, y: str, datasets) -> None:
+    """The seed papers' CIFAR-10 numbers (``litediff_core/reported_points.csv``), on request and
+    only over runs of a CIFAR-10 base (``datasets``: the shown runs'), as markers of their own:
+    never part of the frontier (computed from the runs alone) and not clickable."""
     points = ui.reported_points()
     if points.empty:
         st.caption("No reported points from the seed papers are overlaid: none could be "
                    "verified from the papers' text here, and numbers are never invented.")
         return
-    rows = points[(points["metric"].str.lower() == y)]
-    if x != "params" or rows.empty:
-        st.caption("Reported points exist only as FID vs parameters.")
+    mismatch = ui.reported_mismatch(datasets)
+    if mismatch:
+        st.caption(mismatch)
         return
-    if st.checkbox("Overlay the seed papers' reported points (reported, different setup)",
-                   key="pa_reported"):
-        fig.add_scatter(x=rows["params_m"], y=rows["value"], mode="markers+text",
-                        name="reported, different setup", text=rows["paper"],
-                        textposition="top center", marker={"symbol": "x", "size": 10},
-                        customdata=rows[["method", "source_note"]].values,
-                        hovertemplate="%{text}: %{customdata[0]}<br>%{customdata[1]}"
-                                      "<extra>reported, different setup</extra>")
+    rows = ui.reported_on_axis(points, x, y, AXES[x][1])
+    if rows.empty:
+        st.caption(f"The seed papers report no {METRICS[y][0].split(' (')[0]} against "
+                   f"{AXES[x][0].split(' (')[0]}: reported points exist for FID vs parameters, "
+                   f"MACs per step and weights on disk.")
+        return
+    if st.checkbox(f"Overlay the seed papers' reported points ({len(rows)}; Inception FID, "
+                   f"other setup: not comparable with these runs' FIDs)", key="pa_reported"):
+        fig.add_scatter(x=rows["x"], y=rows["y"], mode="markers", name=REPORTED,
+                        legendgroup="reported", legendgrouptitle_text="seed papers",
+                        marker={"symbol": "x-thin", "size": 10, "color": "#555555",
+                                "line": {"width": 2, "color": "#555555"}},
+                        hovertext=rows["hover"], hovertemplate="%{hovertext}<extra></extra>")
 
 
 def selected_ref(event) -> str:
@@ -249,7 +259,7 @@ def main() -> None:
     ring = picked or newest_ref(df)
     fig = figure(df, x, y, setup, ring=ring, ring_label="selected run" if picked else
                  "newest run")
-    overlay_reported(fig, x, y)
+    overlay_reported(fig, x, y, df["dataset"])
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pa_chart")
     st.caption(f"One point per finished run ({len(df)}): colour and marker by method family, "
                f"shades for its variants (click a legend entry to hide it); the dashed line "

@@ -285,26 +285,27 @@ def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
     assert fast.name in {p["ref"].split(":")[1] for p in _pareto_points(at)}
 
 
-def test_pareto_overlays_reported_points_only_when_listed(with_runs, monkeypatch):
+def test_pareto_overlays_reported_points_only_for_cifar10_runs(with_runs, monkeypatch):
     import pandas as pd
 
     from pages import _shared
 
-    at = ok(page("pareto"))
-    assert any("never invented" in c.value for c in at.caption)  # none listed: none drawn
-    listed = pd.DataFrame([{"paper": "Test paper", "method": "test method", "metric": "fid",
-                            "value": 50.0, "params_m": 0.1, "source_note": "test data"}])
+    at = ok(page("pareto"))  # Fashion-MNIST runs: the papers' CIFAR-10 figures stay off
+    assert any("Reported points are CIFAR-10 figures" in c.value for c in at.caption)
+    assert "reported: Inception FID, other setup" not in [
+        t.get("name") for t in figures(at)[0]["data"]]
+    listed = pd.DataFrame([{"paper": "Test paper", "dataset": "cifar10", "method": "test method",
+                            "metric": "fid", "value": "50.0", "params_m": "0.1",
+                            "macs_g": "", "size_mb": "", "source_note": "test data"}])
     monkeypatch.setattr(_shared, "reported_points", lambda: listed)
+    monkeypatch.setattr(_shared, "reported_mismatch", lambda datasets: "")  # as if CIFAR-10
     at = ok(page("pareto"))
     names = [t.get("name") for t in figures(at)[0]["data"]]
-    assert "reported, different setup" not in names  # opt-in
+    assert "reported: Inception FID, other setup" not in names  # opt-in
     at.checkbox(key="pa_reported").check().run()
     trace = next(t for t in figures(ok(at))[0]["data"]
-                 if t.get("name") == "reported, different setup")
-    assert _values(trace["x"]) == [0.1] and _values(trace["y"]) == [50.0]
-    assert list(trace["text"]) == ["Test paper"]
-    at.selectbox(key="pa_x").select("macs").run()
-    assert any("only as FID vs parameters" in c.value for c in ok(at).caption)
+                 if t.get("name") == "reported: Inception FID, other setup")
+    assert _values(trace["x"]) == [pytest.approx(0.1)] and _values(trace["y"]) == [50.0]
 
 
 def _values(array) -> list:

@@ -54,10 +54,10 @@ def check_curve(who: str, every: int, n: int, steps: int, train_steps: int) -> N
     if every and every > train_steps:
         raise LiteDiffError(f"{who}: curve_every {every} is more than the {train_steps} training "
                             f"steps: the curve would hold only its two ends; lower it or set 0")
-    if every and n < MIN_CURVE_SAMPLES:
+    if n < MIN_CURVE_SAMPLES:
         raise LiteDiffError(f"{who}: curve_samples must be at least {MIN_CURVE_SAMPLES} (an FID "
                             f"of fewer images means nothing), not {n}")
-    if every and not 1 <= steps <= 100:
+    if not 1 <= steps <= 100:
         raise LiteDiffError(f"{who}: curve_sampling_steps must be in 1–100, not {steps}")
 
 

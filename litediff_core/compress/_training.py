@@ -34,7 +34,7 @@ every process.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional
 
 import torch
@@ -281,12 +281,38 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
 # ----------------------------------------------------------------------------- recovery
 
 @dataclass
-class CurveOptions:
-    """The recovery-curve options every training stage's ``Config`` inherits (``_curve.py``)."""
+class TrainingOptions:
+    """The options every training stage's ``Config`` inherits (declared once, here): the loop's
+    and the recovery curve's (``_curve.py``). A stage redeclares one to change its default."""
 
-    curve_every: int = option(0, "recovery curve: evaluate every this many steps (0: no curve)")
-    curve_samples: int = option(200, "recovery curve: samples per FID point")
-    curve_sampling_steps: int = option(10, "recovery curve: DPM-Solver++ steps per sample")
+    steps: int = option(500, "optimizer steps")
+    lr: float = option(2e-4, "peak learning rate (Adam)")
+    batch_size: int = option(64, "images per step (global: shared out over processes)")
+    T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
+    ema: bool = option(False, "end with the exponential moving average of the weights")
+    ema_decay: float = option(0.999, "EMA: largest decay")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    seed: int = option(0, "seed of images, timesteps and noise")
+    # shown after the stage's own options (``late``)
+    curve_every: int = option(0, "recovery curve: evaluate every this many steps (0: no curve)",
+                              late=True)
+    curve_samples: int = option(200, "recovery curve: samples per FID point", late=True)
+    curve_sampling_steps: int = option(10, "recovery curve: DPM-Solver++ steps per sample",
+                                       late=True)
+
+
+def loop_options(c: TrainingOptions) -> dict:
+    """The keyword arguments of :func:`train_noise_prediction` that come from the options."""
+    return {"steps": c.steps, "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed,
+            "T_0": c.T_0, "ema": c.ema, "ema_decay": c.ema_decay, "grad_clip": c.grad_clip}
+
+
+def training_entry(stage, result: "TrainResult", started: float, recovery: dict) -> dict:
+    """The log entry every training stage writes (the stage adds its own facts)."""
+    return {"stage": stage.name, "config": asdict(stage.config), "steps": stage.config.steps,
+            "processes": result.processes, "seconds": round(time.perf_counter() - started, 3),
+            "first_loss": result.first_loss, "last_loss": result.last_loss,
+            "losses": round_losses(result.losses), **recovery_log(result, recovery)}
 
 
 # added after runs were stored: recipes that leave them at these values keep their keys
@@ -396,7 +422,7 @@ def check_training(who: str, c) -> None:
         raise LiteDiffError(f"{who}: ema_decay must be in (0, 1), not {c.ema_decay}")
     if c.grad_clip < 0:
         raise LiteDiffError(f"{who}: grad_clip must be ≥ 0 (0: no clipping)")
-    if isinstance(c, CurveOptions):
+    if isinstance(c, TrainingOptions):
         from ._curve import check_curve
 
         check_curve(who, c.curve_every, c.curve_samples, c.curve_sampling_steps, c.steps)

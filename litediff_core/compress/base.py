@@ -60,10 +60,11 @@ def clone_model(module):
     return copy.deepcopy(module, memo)
 
 
-def option(default, help: str = "", choices=None):
+def option(default, help: str = "", choices=None, late: bool = False):
     """A ``Config`` field with a default, a one-line help and (for str / tuple options) the
-    allowed values; tuple options are multi-choice (a subset of ``choices``)."""
-    meta = {"help": help}
+    allowed values; tuple options are multi-choice (a subset of ``choices``). ``late`` options
+    are listed after the others (forms show them last)."""
+    meta = {"help": help, "late": late}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)
@@ -162,9 +163,8 @@ def type_name(hint) -> str:
 def describe_config(config_cls) -> List[dict]:
     """The options of a ``Config`` class: name, type, default, choices (or None) and help."""
     hints = typing.get_type_hints(config_cls)
-    own = config_cls.__dict__.get("__annotations__", {})
-    out = []  # the class's own options first, then inherited ones (recovery-curve options)
-    for f in sorted(fields(config_cls), key=lambda f: f.name not in own):
+    out = []  # in declaration order, ``late`` options last
+    for f in sorted(fields(config_cls), key=lambda f: f.metadata.get("late", False)):
         default = f.default if f.default is not MISSING else f.default_factory()
         out.append({"name": f.name, "type": type_name(hints[f.name]),
                     "default": list(default) if isinstance(default, tuple) else default,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -31,9 +31,9 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
-from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, kd_loss,
-                        recovery_kwargs, recovery_log, round_losses, train_noise_prediction,
-                        training_data)
+from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, kd_loss,
+                        loop_options, recovery_kwargs, train_noise_prediction, training_data,
+                        training_entry)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 from .io import _plain
@@ -50,20 +50,14 @@ class Distill(Stage):
     added_options = CURVE_DEFAULTS
 
     @dataclass
-    class Config(CurveOptions):
-        steps: int = option(500, "optimizer steps")
+    class Config(TrainingOptions):
         lr: float = option(2e-4, "peak learning rate (Adam); a fresh student wants ~1e-3")
-        batch_size: int = option(64, "images per step (global: shared out over processes)")
-        T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
-        ema: bool = option(False, "end with the exponential moving average of the weights")
-        ema_decay: float = option(0.999, "EMA: largest decay")
-        grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+        seed: int = option(0, "seed of the fresh student, images, timesteps and noise")
         kd_frac: float = option(0.7, "weight of the teacher term; 1 − kd_frac weighs the true "
                                      "noise")
         fresh: bool = option(False, "distill into a new, randomly initialised student instead "
                                     "of the current model")
         scale: int = option(1, "fresh student: divide every block's channels by 1, 2 or 4")
-        seed: int = option(0, "seed of the fresh student, images, timesteps and noise")
 
     def check(self) -> None:
         check_training(self.name, self.config)
@@ -96,25 +90,17 @@ class Distill(Stage):
             student = clone_model(state.unet)
         recovery = recovery_kwargs(self, state)
         result = train_noise_prediction(
-            student, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
-            seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay, grad_clip=c.grad_clip,
-            task_weight=1.0 - c.kd_frac,
+            student, state.scheduler, data, **loop_options(c), task_weight=1.0 - c.kd_frac,
             extra_loss=kd_loss(teacher, c.kd_frac) if c.kd_frac > 0 else None,
             progress=progress, who=self.name, **recovery)
-        self.result = result
         if c.fresh:
             if state.pruning_history:
                 state.note("distill: a fresh student replaced the pruned model; the pruning "
                            "history no longer applies and was cleared")
             state.pruning_history = []
         state.unet = student
-        state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
-                          "processes": result.processes,
-                          "seconds": round(time.perf_counter() - start, 3),
-                          "first_loss": result.first_loss, "last_loss": result.last_loss,
-                          "losses": round_losses(result.losses),
-                          "params": count_params(student), **info,
-                          **recovery_log(result, recovery)})
+        state.log.append({**training_entry(self, result, start, recovery),
+                          "params": count_params(student), **info})
         return state
 
 

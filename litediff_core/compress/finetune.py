@@ -20,7 +20,7 @@ the options of "Towards Tiny Diffusion":
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -28,9 +28,9 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_nonzero
 from ..progress import Progress
-from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, l1_penalty,
-                        recovery_kwargs, recovery_log, round_losses, sparsity,
-                        train_noise_prediction, training_data)
+from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, l1_penalty,
+                        loop_options, recovery_kwargs, sparsity, train_noise_prediction,
+                        training_data, training_entry)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 from .unstructured import apply_masks, masks
@@ -45,14 +45,7 @@ class FineTune(Stage):
     added_options = CURVE_DEFAULTS
 
     @dataclass
-    class Config(CurveOptions):
-        steps: int = option(500, "optimizer steps")
-        lr: float = option(2e-4, "peak learning rate (Adam)")
-        batch_size: int = option(64, "images per step (global: shared out over processes)")
-        T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
-        ema: bool = option(False, "end with the exponential moving average of the weights")
-        ema_decay: float = option(0.999, "EMA: largest decay")
-        grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    class Config(TrainingOptions):
         l1_lambda: float = option(0.0, "weight of the L1 penalty λ·Σ|w| (Towards Tiny Diffusion)")
         regrowth: float = option(0.0, "probability that each pruned (masked) weight regrows")
         regrowth_every: int = option(0, "regrow every this many steps (0: once, at the end)")
@@ -101,20 +94,15 @@ class FineTune(Stage):
                 regrow(step, model)
 
         result = train_noise_prediction(
-            unet, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
-            seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay, grad_clip=c.grad_clip,
+            unet, state.scheduler, data, **loop_options(c),
             penalty=l1_penalty(c.l1_lambda) if c.l1_lambda > 0 else None,
             on_step=on_step if every else None, extra_state=regrown,
             progress=progress, who=self.name, **recovery)
         if c.regrowth > 0 and not every:
             regrow(c.steps, unet)
-        self.result = result
         state.unet = unet
-        entry = {"stage": self.name, "config": asdict(c), "steps": c.steps,
-                 "processes": result.processes, "seconds": round(time.perf_counter() - start, 3),
-                 "first_loss": result.first_loss, "last_loss": result.last_loss,
-                 "losses": round_losses(result.losses), "nonzero_params": count_nonzero(unet),
-                 **recovery_log(result, recovery)}
+        entry = {**training_entry(self, result, start, recovery),
+                 "nonzero_params": count_nonzero(unet)}
         if sparsity_before is not None:
             entry.update(sparsity_before=sparsity_before, sparsity_after=sparsity(unet),
                          regrowth_events=regrown["events"], regrown_weights=regrown["weights"])

@@ -25,7 +25,7 @@ exact result.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -35,9 +35,9 @@ from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
 from ._common import PROTECT_SETS, all_submodules, protected_modules
-from ._training import (CURVE_DEFAULTS, CurveOptions, check_training, kd_loss,
-                        recovery_kwargs, recovery_log, refresh_masked_weights, round_losses,
-                        train_noise_prediction, training_data)
+from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, kd_loss,
+                        loop_options, recovery_kwargs, refresh_masked_weights,
+                        train_noise_prediction, training_data, training_entry)
 from ._io_hooks import require_torch_weights
 from .base import CompressState, Stage, clone_model, option
 
@@ -56,21 +56,16 @@ class LoRA(Stage):
     added_options = CURVE_DEFAULTS
 
     @dataclass
-    class Config(CurveOptions):
+    class Config(TrainingOptions):
+        lr: float = option(1e-3, "peak learning rate (Adam) of the adapters")
+        ema: bool = option(False, "end with the exponential moving average of the adapters")
+        seed: int = option(0, "seed of the adapters' initialisation, images, timesteps, noise")
         r: int = option(4, "adapter rank")
         alpha: float = option(4.0, "adapter scale numerator: the update is (alpha / r) · B·A")
         layers: Tuple[str, ...] = option(("conv", "linear"), "layer kinds that get adapters",
                                          tuple(LAYER_KINDS))
         protect: Tuple[str, ...] = option((), "modules left without adapters", PROTECT_SETS)
-        steps: int = option(500, "optimizer steps")
-        lr: float = option(1e-3, "peak learning rate (Adam) of the adapters")
-        batch_size: int = option(64, "images per step (global: shared out over processes)")
-        T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
-        ema: bool = option(False, "end with the exponential moving average of the adapters")
-        ema_decay: float = option(0.999, "EMA: largest decay")
-        grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
         kd_frac: float = option(0.0, "weight of distillation from the teacher (0: none)")
-        seed: int = option(0, "seed of the adapters' initialisation, images, timesteps, noise")
 
     def check(self) -> None:
         check_training(self.name, self.config)
@@ -97,22 +92,14 @@ class LoRA(Stage):
         recovery = recovery_kwargs(self, state)
         try:
             result = train_noise_prediction(
-                unet, state.scheduler, data, steps=c.steps, lr=c.lr, batch_size=c.batch_size,
-                seed=c.seed, T_0=c.T_0, ema=c.ema, ema_decay=c.ema_decay,
-                grad_clip=c.grad_clip, task_weight=1.0 - c.kd_frac,
+                unet, state.scheduler, data, **loop_options(c), task_weight=1.0 - c.kd_frac,
                 extra_loss=kd_loss(state.teacher, c.kd_frac) if c.kd_frac > 0 else None,
                 progress=progress, who=self.name, **recovery)
         finally:
             merged = merge_adapters(unet)
-        self.result = result
         state.unet = unet
-        state.log.append({"stage": self.name, "config": asdict(c), "steps": c.steps,
-                          "processes": result.processes,
-                          "seconds": round(time.perf_counter() - start, 3),
-                          "first_loss": result.first_loss, "last_loss": result.last_loss,
-                          "losses": round_losses(result.losses), **info,
-                          "merged_layers": merged["layers"], "params": count_params(unet),
-                          **recovery_log(result, recovery)})
+        state.log.append({**training_entry(self, result, start, recovery), **info,
+                          "merged_layers": merged["layers"], "params": count_params(unet)})
         if merged["masked_layers"]:
             state.note(SPARSE_NOTE)
         state.note("lora: adapters are merged into the weights — no extra parameters or "
