@@ -44,8 +44,10 @@ def _prune(ratio, importance, global_pruning):
 
 COMPRESSIONS = {  # name → (label, stages before recovery, distill options)
     "dp30g": ("structured Diff-Pruning 30 %, global", [_prune(0.3, "diff-pruning", True)], {}),
-    "l1-30g": ("structured L1 30 %, global", [_prune(0.3, "l1", True)], {}),
+    # layer-wise keeps fewer channels in the costly high-resolution layers than global ranking:
+    # the recipe with the larger real speed-up (the issue's 1.85× per step)
     "dp30": ("structured Diff-Pruning 30 %, layer-wise", [_prune(0.3, "diff-pruning", False)], {}),
+    "l1-30g": ("structured L1 30 %, global", [_prune(0.3, "l1", True)], {}),
     "l1-30": ("structured L1 30 %, layer-wise", [_prune(0.3, "l1", False)], {}),
     "dp50g": ("structured Diff-Pruning 50 %, global", [_prune(0.5, "diff-pruning", True)], {}),
     "l1-50g": ("structured L1 50 %, global", [_prune(0.5, "l1", True)], {}),
@@ -71,6 +73,8 @@ def _points(store: RunStore, r: Recipe):
     if store.find(r):
         m = store.load(run_id)["metrics"]
         rec = (m.get("recovery") or [{}])[-1]
+        if rec and not rec.get("reference"):  # runs made before curves stored the dense line
+            _add_reference(store, run_id, m)
         return "done", rec.get("points", []), m
     from litediff_core.compress._checkpoint import read_state
 
@@ -96,6 +100,19 @@ def dense_curve_point(store: RunStore, seed: int = 0) -> dict:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(point))
     return point
+
+
+def _add_reference(store: RunStore, run_id: str, metrics: dict) -> None:
+    """Store the dense teacher's point at the curve setup with the run's curves (what the
+    runner stores itself since curves carry it: the same noise, samples and probe)."""
+    from litediff_core.fileio import write_json_atomic
+    from litediff_core.runs import METRICS
+
+    point = dense_curve_point(store)
+    for rec in metrics.get("recovery", []):
+        rec.setdefault("reference", {k: v for k, v in point.items()
+                                     if k not in ("step", "train_s")})
+    write_json_atomic(store.root / run_id / METRICS, metrics)
 
 
 def dense_fid_1000(store: RunStore):
