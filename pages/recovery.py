@@ -27,7 +27,7 @@ def curves_of(stamps: tuple) -> list:
     return out
 
 
-def figure(curves: list, x: str, y: str, title: str) -> go.Figure:
+def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Figure:
     fig = go.Figure()
     refs = {}
     for c in curves:
@@ -47,11 +47,14 @@ def figure(curves: list, x: str, y: str, title: str) -> go.Figure:
         ref = c.get("reference")
         if ref and ref.get(y) is not None:
             refs[round(ref[y], 6)] = ref
+    xs = [v for c in curves for v in points_frame([c])[x].tolist()]
     for value in refs:  # the dense teacher at the same setup: where the curve is heading
-        fig.add_hline(y=value, line_dash="dash", line_color="grey",
-                      annotation_text="dense base, same setup", annotation_position="top left")
+        fig.add_scatter(x=[min(xs), max(xs)], y=[value, value], mode="lines",
+                        name="dense base, same setup", hoverinfo="skip",
+                        line={"dash": "dash", "color": "grey"})
     fig.update_layout(title=title, height=460, xaxis_title=X_AXES[x][0], yaxis_title=Y_AXES[y],
-                      legend={"orientation": "h", "y": -0.25}, margin={"t": 60})
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 60}, showlegend=True,
+                      yaxis_type="log" if log else "linear")
     return fig
 
 
@@ -82,25 +85,28 @@ def main():
         st.info("No run has a recovery curve yet. " + HOW)
         return
     labels = sorted({c["label"] for c in curves})
-    setup = labels[0]
+    setup = curves[-1]["label"]  # the newest run's (your store comes after the shipped one)
     if len(labels) > 1:  # curves of different setups are never drawn on one axis
-        setup = st.selectbox("Curve setup", labels, key="rc_setup",
+        setup = st.selectbox("Curve setup", labels, index=labels.index(setup), key="rc_setup",
                              help="FIDs of different sample counts or samplers do not compare")
     same = [c for c in curves if c["label"] == setup]
     options = {f"{c['ref']}|{c['stage']}": f"{c['run']} ({c['stage']}, {c['status']})"
                for c in same}
     chosen = st.multiselect("Runs", list(options), default=list(options)[-4:],
                             format_func=options.get, key="rc_runs")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns([2, 2, 1])
     x = c1.radio("Against", list(X_AXES), format_func=lambda k: X_AXES[k][0].split(" (")[0],
                  horizontal=True, key="rc_x")
     y = c2.radio("Quality", list(Y_AXES), format_func=lambda k: Y_AXES[k].split(" (")[0],
                  horizontal=True, key="rc_y")
+    log = c3.checkbox("log scale", value=True, key="rc_log",
+                      help="a freshly pruned model starts far off: a log axis keeps the rest of "
+                           "the curve readable")
     shown = [c for c in same if f"{c['ref']}|{c['stage']}" in chosen]
     if not shown:
         st.info("Pick one or more runs above.")
         return
-    st.plotly_chart(figure(shown, x, y, setup), width="stretch", key="rc_chart")
+    st.plotly_chart(figure(shown, x, y, setup, log), width="stretch", key="rc_chart")
     st.caption(f"{setup}. Curve FIDs use few samples and a fast sampler: compare points of "
                "these curves with each other, never with a run's final FID (Runs and Pareto "
                "pages: more samples, its own sampler). Error bars: 95 % bootstrap interval.")

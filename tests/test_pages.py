@@ -121,10 +121,11 @@ def test_every_page_renders_with_two_runs(with_runs):
             "unstructured-prune(l1, 0.5) → finetune(2) · ddim 2", "Pareto frontier"} <= names
     at = ok(page("recovery"))
     fig = figures(at)[0]
-    assert [t["name"] for t in fig["data"]] == ["sparse then tuned (1-finetune)"]
+    assert [t["name"] for t in fig["data"]] == ["sparse then tuned (1-finetune)",
+                                                "dense base, same setup"]
     assert fig["data"][0]["x"] == [0, 1, 2]  # step 0, every step, the end
     assert "FID of 50 samples, DPM-Solver++ 2 steps" in fig["layout"]["title"]["text"]
-    assert any(s.get("type") == "line" for s in fig["layout"]["shapes"])  # the dense base
+    assert fig["data"][1]["y"][0] == fig["data"][1]["y"][1]  # the dense base: a level line
     at = ok(page("runs"))
     assert rows(at) == 2
     ok(page("compress"))
@@ -137,7 +138,10 @@ def test_recovery_page_switches_axes_and_shows_unfinished_runs(with_runs, tmp_pa
     x = figures(ok(at))[0]["data"][0]["x"]
     assert x[0] == 0 and x[1] > 0 and x == sorted(x)
     at.radio(key="rc_y").set_value("eps_mse_teacher").run()
-    assert "ε-MSE" in figures(ok(at))[0]["layout"]["yaxis"]["title"]["text"]
+    layout = figures(ok(at))[0]["layout"]
+    assert "ε-MSE" in layout["yaxis"]["title"]["text"] and layout["yaxis"]["type"] == "log"
+    at.checkbox(key="rc_log").uncheck().run()
+    assert figures(ok(at))[0]["layout"]["yaxis"]["type"] == "linear"
     # a run stopped mid-training: its curve so far, read from the checkpoint
     store = tmp_path / "store"
     shutil.copytree(with_runs.store, store)
