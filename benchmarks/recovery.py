@@ -96,7 +96,7 @@ def dense_curve_point(store: RunStore, seed: int = 0) -> dict:
 
     base = load_base("embedded")
     point = RecoveryMonitor(CurveConfig(seed=seed), base.scheduler, "fashion-mnist",
-                            teacher=base.unet)(0, base.unet, 0.0)
+                            teacher=base.unet).reference()
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(point))
     return point
@@ -111,7 +111,7 @@ def _add_reference(store: RunStore, run_id: str, metrics: dict) -> None:
     point = dense_curve_point(store)
     for rec in metrics.get("recovery", []):
         rec.setdefault("reference", {k: v for k, v in point.items()
-                                     if k not in ("step", "train_s")})
+                                     if k not in ("step", "train_s")})  # (older cache files)
     write_json_atomic(store.root / run_id / METRICS, metrics)
 
 

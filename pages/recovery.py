@@ -29,9 +29,10 @@ def curves_of(stamps: tuple) -> list:
 
 def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Figure:
     fig = go.Figure()
-    refs = {}
+    refs, xs = {}, []
     for c in curves:
         df = points_frame([c])
+        xs += df[x].tolist()
         error = None
         if y == "fid" and df["fid_lo"].notna().any():
             error = {"type": "data", "symmetric": False, "thickness": 1,
@@ -47,7 +48,6 @@ def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Fi
         ref = c.get("reference")
         if ref and ref.get(y) is not None:
             refs[round(ref[y], 6)] = ref
-    xs = [v for c in curves for v in points_frame([c])[x].tolist()]
     for value in refs:  # the dense teacher at the same setup: where the curve is heading
         fig.add_scatter(x=[min(xs), max(xs)], y=[value, value], mode="lines",
                         name="dense base, same setup", hoverinfo="skip",
