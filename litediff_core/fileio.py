@@ -1,14 +1,17 @@
 """Atomic writes shared by every saver: a file or folder is written under a temporary name in
 the same folder, then swapped into place with ``os.replace``, so a reader sees the old version or
-the new one, never half of one, and a crash leaves at most a hidden temporary behind."""
+the new one, never half of one, and a crash leaves at most a hidden temporary behind. Also:
+:func:`zip_folder` (a folder as an in-memory zip, for downloads)."""
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
 import threading
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,3 +69,14 @@ def replace_dir(staging, folder) -> Path:
                 raise
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def zip_folder(folder) -> bytes:
+    """A zip archive (in memory) of ``folder``, paths relative to its parent."""
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(folder.parent))
+    return buf.getvalue()

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from litediff_core import explore as ex
+from litediff_core import layer_names
 from litediff_core.errors import LiteDiffError
 from litediff_core.recipes import SAMPLER_NAMES
 from litediff_core.runs import RunStore
@@ -74,8 +75,8 @@ def run_files(path: str, stamp: float) -> dict:
     grid = folder / "samples.png"
     changes, rows = None, []
     try:
-        changes = ui.layer_changes(pd.read_csv(folder / "layers.csv"))
-        rows = ui.changed_rows(changes)
+        changes = layer_names.layer_changes(pd.read_csv(folder / "layers.csv"))
+        rows = layer_names.changed_rows(changes)
     except (OSError, ValueError, KeyError):
         changes = None
     return {"metrics": metrics, "grid": grid.read_bytes() if grid.exists() else None,
@@ -388,7 +389,7 @@ def layer_thumbnail(changes: pd.DataFrame, rows: list) -> go.Figure:
               "sparsity": "sparsity"}
     fig = go.Figure(go.Heatmap(
         z=[changes[r].astype(float).tolist() for r in rows],
-        x=ui.short_layer_names(changes["name"]), y=[labels[r] for r in rows], zmin=0, zmax=1,
+        x=layer_names.short_layer_names(changes["name"]), y=[labels[r] for r in rows], zmin=0, zmax=1,
         colorscale="Viridis", xgap=1, ygap=2, colorbar={"thickness": 10, "len": 0.9},
         customdata=[changes["name"].tolist()] * len(rows),
         hovertemplate="%{customdata}<br>%{y}: %{z:.2f}<extra></extra>"))

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from litediff_core import slides
+from litediff_core import layer_names, slides
 from pages import _shared as ui
 
 SETUP = ("params: weights of the layer; MACs: multiply-accumulates of one image per UNet step "
@@ -25,7 +25,7 @@ def heatmap(changes, rows, title: str) -> go.Figure:
     in forward order, labelled with short block names (full names on hover); top-level blocks
     are marked above the map."""
     changes = changes[changes[rows].notna().any(axis=1)]  # e.g. norms have no sparsity
-    short = ui.short_layer_names(changes["name"])
+    short = layer_names.short_layer_names(changes["name"])
     z = [changes[r].astype(float).tolist() for r in rows]
     top = max([1.0] + [v for row in z for v in row if v == v])
     custom = [list(zip(changes["name"], changes["channels_before"].fillna(0).astype(int),
@@ -38,14 +38,14 @@ def heatmap(changes, rows, title: str) -> go.Figure:
         hovertemplate="<b>%{customdata[0]}</b><br>%{y}: %{z:.3f}<br>channels %{customdata[1]}"
                       " → %{customdata[2]}<br>params %{customdata[3]} → %{customdata[4]}"
                       "<extra></extra>"))
-    blocks = changes["name"].map(ui.block_of).tolist()
+    blocks = changes["name"].map(layer_names.block_of).tolist()
     labels, lines, start = [], [], 0
     for i in range(1, len(blocks) + 1):  # a label over each UNet block, a line between blocks
         if i == len(blocks) or blocks[i] != blocks[start]:
             if i - start >= 3:  # single layers (conv_in, conv_out…) are named by their tick
                 labels.append({"x": (start + i - 1) / 2, "y": 1.0, "yref": "paper",
                                "yanchor": "bottom", "showarrow": False, "font": {"size": 12},
-                               "text": f"<b>{ui.short_layer_name(blocks[start])}</b>"})
+                               "text": f"<b>{layer_names.short_layer_name(blocks[start])}</b>"})
             if i < len(blocks):
                 lines.append({"type": "line", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
                               "yref": "paper", "line": {"color": "white", "width": 3}})
@@ -140,8 +140,8 @@ def main() -> None:
     st.caption(f"`{m.get('method', '')}` on `{recipe.get('base', '')}` · {SETUP}.")
 
     totals = layers[["params_before", "params_after", "macs_before", "macs_after"]].sum()
-    changes = ui.layer_changes(layers)
-    rows = ui.changed_rows(changes)
+    changes = layer_names.layer_changes(layers)
+    rows = layer_names.changed_rows(changes)
     nonzero = float((layers["params_after"].fillna(0)
                      * (1 - layers["sparsity_after"].fillna(0))).sum())
     c = st.columns(3)
@@ -174,14 +174,14 @@ def main() -> None:
                    "down_blocks.1.resnets.0.conv1; hover for the full name).")
     else:
         st.info(nothing_changed_note(recipe))
-    blocks = ui.block_table(layers)
+    blocks = layer_names.block_table(layers)
     st.markdown("**Per block** (top-level blocks of the UNet: base → this run)")
     summary = block_summary(blocks)
     st.dataframe(summary, hide_index=True, height=table_height(len(summary)))
     st.plotly_chart(block_bars(blocks, "Per block: base (before) vs this run (after)"
                                        f"{setup}"), key="ly_blocks")
     with st.expander("Per-layer table"):
-        st.dataframe(layers.sort_values("name", key=lambda n: n.map(ui.layer_order),
+        st.dataframe(layers.sort_values("name", key=lambda n: n.map(layer_names.layer_order),
                                         kind="stable"), hide_index=True)
 
     st.subheader("Difference between two runs")
@@ -192,9 +192,9 @@ def main() -> None:
     other = st.selectbox("Compare with", others, format_func=choices.get, key="ly_other")
     store_b, id_b = ui.resolve(other)
     layers_b = store_b.layers(id_b)
-    a, b = ui.block_table(layers), ui.block_table(layers_b)
+    a, b = layer_names.block_table(layers), layer_names.block_table(layers_b)
     both = a.merge(b, on="block", how="outer", suffixes=("_a", "_b"), sort=False).fillna(0)
-    both = both.sort_values("block", key=lambda n: n.map(ui.layer_order), kind="stable")
+    both = both.sort_values("block", key=lambda n: n.map(layer_names.layer_order), kind="stable")
     both = both[both.drop(columns="block").abs().sum(axis=1) > 0].reset_index(drop=True)
     st.plotly_chart(block_bars(
         both, f"After compression: A = {run_id} vs B = {id_b}{setup}", names=(f"A {run_id}",
@@ -212,9 +212,9 @@ def main() -> None:
         "MACs A": both["macs_after_a"].map(count), "MACs B": both["macs_after_b"].map(count),
         "MACs B − A": (both["macs_after_b"] - both["macs_after_a"]).map(signed)})
     st.dataframe(diff, hide_index=True, height=table_height(len(diff)))
-    ca, cb = ui.channel_table(layers), ui.channel_table(layers_b)
+    ca, cb = layer_names.channel_table(layers), layer_names.channel_table(layers_b)
     lay = ca.merge(cb, on="name", how="outer", suffixes=("_A", "_B"), sort=False)
-    lay = lay.sort_values("name", key=lambda n: n.map(ui.layer_order), kind="stable")
+    lay = lay.sort_values("name", key=lambda n: n.map(layer_names.layer_order), kind="stable")
     changed = lay[(lay["channels_after_A"] != lay["channels_after_B"])
                   | ((lay["sparsity_A"] - lay["sparsity_B"]).abs() > 1e-9)]
     st.caption(f"{len(changed)} of {len(lay)} layers differ in kept channels or sparsity.")

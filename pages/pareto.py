@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from litediff_core import slides
+from litediff_core import pareto, reported, slides
 from pages import _shared as ui
 
 # Cost axes: run-table column → (axis label with unit, scale to that unit, unit in hover text).
@@ -129,7 +129,7 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
                                     "line": {"color": "white", "width": 1}},
                             customdata=g[CUSTOM].values, hovertemplate="%{customdata[1]}"
                                                                        "<extra></extra>")
-    front = df[ui.pareto_front(df, x, y, higher)].sort_values(x)
+    front = df[pareto.pareto_front(df, x, y, higher)].sort_values(x)
     if len(front):
         names = [str(n or i)[:22] + ("…" if len(str(n or i)) > 22 else "")
                  for n, i in zip(front["name"], front["id"])]
@@ -172,16 +172,16 @@ def overlay_reported(fig: go.Figure, x: str, y: str, datasets) -> None:
     """The seed papers' CIFAR-10 numbers (``litediff_core/reported_points.csv``), on request and
     only over runs of a CIFAR-10 base (``datasets``: the shown runs'), as markers of their own:
     never part of the frontier (computed from the runs alone) and not clickable."""
-    points = ui.reported_points()
+    points = reported.reported_points()
     if points.empty:
         st.caption("No reported points from the seed papers are overlaid: none could be "
                    "verified from the papers' text here, and numbers are never invented.")
         return
-    mismatch = ui.reported_mismatch(datasets)
+    mismatch = reported.reported_mismatch(datasets)
     if mismatch:
         st.caption(mismatch)
         return
-    rows = ui.reported_on_axis(points, x, y, AXES[x][1])
+    rows = reported.reported_on_axis(points, x, y, AXES[x][1])
     if rows.empty:
         st.caption(f"The seed papers report no {METRICS[y][0].split(' (')[0]} against "
                    f"{AXES[x][0].split(' (')[0]}: reported points exist for FID vs parameters, "

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from litediff_core import slides
+from litediff_core import fileio, slides
 from litediff_core.errors import LiteDiffError
 from pages import _shared as ui
 
@@ -186,7 +186,7 @@ def download_section(table: pd.DataFrame) -> None:
     folder = store.root / run_id / "model"
     size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
     st.download_button(f"Download model/ as zip ({size / 2**20:.1f} MiB before compression)",
-                       lambda: ui.zip_folder(folder), f"litediff-{run_id}-model.zip",
+                       lambda: fileio.zip_folder(folder), f"litediff-{run_id}-model.zip",
                        "application/zip", key="rn_zip")
     st.caption("Load it again with `litediff` / `load_base('<unzipped>/model')`.")
 

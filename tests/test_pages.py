@@ -292,7 +292,7 @@ def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
 def test_pareto_overlays_reported_points_only_for_cifar10_runs(with_runs, monkeypatch):
     import pandas as pd
 
-    from pages import _shared
+    from litediff_core import reported
 
     at = ok(page("pareto"))  # Fashion-MNIST runs: the papers' CIFAR-10 figures stay off
     assert any("Reported points are CIFAR-10 figures" in c.value for c in at.caption)
@@ -301,8 +301,8 @@ def test_pareto_overlays_reported_points_only_for_cifar10_runs(with_runs, monkey
     listed = pd.DataFrame([{"paper": "Test paper", "dataset": "cifar10", "method": "test method",
                             "metric": "fid", "value": "50.0", "params_m": "0.1",
                             "macs_g": "", "size_mb": "", "source_note": "test data"}])
-    monkeypatch.setattr(_shared, "reported_points", lambda: listed)
-    monkeypatch.setattr(_shared, "reported_mismatch", lambda datasets: "")  # as if CIFAR-10
+    monkeypatch.setattr(reported, "reported_points", lambda: listed)
+    monkeypatch.setattr(reported, "reported_mismatch", lambda datasets: "")  # as if CIFAR-10
     at = ok(page("pareto"))
     names = [t.get("name") for t in figures(at)[0]["data"]]
     assert "reported: Inception FID, other setup" not in names  # opt-in
@@ -330,7 +330,7 @@ def _pareto_points(at):
 def test_pareto_front_keeps_the_points_nothing_beats():
     import pandas as pd
 
-    from pages._shared import pareto_front
+    from litediff_core.pareto import pareto_front
 
     df = pd.DataFrame({"x": [1, 2, 3, 4, 2], "y": [10, 5, 6, 1, 7]})
     assert list(pareto_front(df, "x", "y")) == [True, True, False, True, False]
@@ -381,21 +381,12 @@ def test_runs_exports_formatted_slide_tables(with_runs):
     assert {"CSV", "Markdown", "LaTeX", "LaTeX document"} <= set(labels)
 
 
-def test_markdown_latex_and_zip_helpers(tmp_path, monkeypatch):
-    import pandas as pd
+def test_zip_folder_keeps_paths_relative_to_the_folder_parent(tmp_path):
+    from litediff_core.fileio import zip_folder
 
-    from pages import _shared as ui
-
-    df = pd.DataFrame({"name": ["a|b", "c"], "fid": [1.23456, None]})
-    assert ui.markdown_table(df).splitlines()[0].startswith("| name")
-    monkeypatch.setattr(pd.DataFrame, "to_markdown",
-                        lambda self, **kw: (_ for _ in ()).throw(ImportError("tabulate")))
-    fallback = ui.markdown_table(df).splitlines()
-    assert fallback[0] == "| name | fid |" and fallback[2] == "| a\\|b | 1.235 |"
-    assert "\\begin{tabular}" in ui.latex_table(df)
     (tmp_path / "model" / "unet").mkdir(parents=True)
     (tmp_path / "model" / "unet" / "config.json").write_text("{}")
-    names = zipfile.ZipFile(__import__("io").BytesIO(ui.zip_folder(tmp_path / "model"))).namelist()
+    names = zipfile.ZipFile(__import__("io").BytesIO(zip_folder(tmp_path / "model"))).namelist()
     assert names == ["model/unet/config.json"]
 
 
@@ -478,18 +469,18 @@ def _block_summary(at):
 def test_layer_names_order_and_factorised_layers():
     import pandas as pd
 
-    from pages import _shared as ui
+    from litediff_core import layer_names as ln
 
-    assert ui.short_layer_name("down_blocks.1.resnets.0.conv1") == "down1.res0.conv1"
-    assert ui.short_layer_name("up_blocks.0.upsamplers.0.conv") == "up0.upsample.conv"
-    assert ui.short_layer_name("mid_block.attentions.0.to_out.0") == "mid.attn0.to_out"
-    assert ui.block_of("time_embedding.linear_1") == "time_embedding"
-    assert ui.block_of("down_blocks.2.attentions.0.to_q") == "down_blocks.2"
+    assert ln.short_layer_name("down_blocks.1.resnets.0.conv1") == "down1.res0.conv1"
+    assert ln.short_layer_name("up_blocks.0.upsamplers.0.conv") == "up0.upsample.conv"
+    assert ln.short_layer_name("mid_block.attentions.0.to_out.0") == "mid.attn0.to_out"
+    assert ln.block_of("time_embedding.linear_1") == "time_embedding"
+    assert ln.block_of("down_blocks.2.attentions.0.to_q") == "down_blocks.2"
     names = ["conv_out", "up_blocks.0.resnets.0.conv1", "down_blocks.0.downsamplers.0.conv",
              "down_blocks.0.resnets.1.conv1", "down_blocks.0.attentions.0.to_q",
              "down_blocks.0.resnets.0.conv2", "down_blocks.0.resnets.0.conv1", "mid_block.x",
              "conv_in"]
-    assert sorted(names, key=ui.layer_order) == [
+    assert sorted(names, key=ln.layer_order) == [
         "conv_in", "down_blocks.0.resnets.0.conv1", "down_blocks.0.resnets.0.conv2",
         "down_blocks.0.attentions.0.to_q", "down_blocks.0.resnets.1.conv1",
         "down_blocks.0.downsamplers.0.conv", "mid_block.x", "up_blocks.0.resnets.0.conv1",
@@ -504,10 +495,10 @@ def test_layer_names_order_and_factorised_layers():
          "channels_before": None, "channels_after": 32, "sparsity_after": 0.0},
         {"name": "b", "type": "Conv2d", "params_before": 10, "params_after": 10,
          "channels_before": 4, "channels_after": 4, "sparsity_after": 0.0}])
-    changes = ui.layer_changes(layers)
+    changes = ln.layer_changes(layers)
     assert list(changes["name"]) == ["a.conv", "b"]
     assert changes.loc[0, "params_kept"] == 0.5 and changes.loc[0, "channels_kept"] == 1.0
-    assert ui.changed_rows(changes) == ["params_kept"]
+    assert ln.changed_rows(changes) == ["params_kept"]
 
 
 def test_layers_opens_on_a_compressed_run(tiny, env):

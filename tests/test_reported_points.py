@@ -84,7 +84,7 @@ def test_every_number_is_in_the_table_row_it_cites():
 
 
 def test_page_helpers_place_reported_points_on_cifar10_axes_only():
-    from pages import _shared as ui
+    from litediff_core import reported as ui
 
     points = ui.reported_points()
     assert len(points) == len(rows()) and points["value"].iloc[0] == rows()[0]["value"]

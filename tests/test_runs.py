@@ -207,12 +207,13 @@ RUNNER = """
 import json, os, sys, time
 from litediff_core import runs
 from litediff_core.recipes import Recipe
+from litediff_core.runs import runner
 
 if os.environ.get("LITEDIFF_TEST_QUICK_MEASURE"):
     def measure(base, model_dir, recipe, device, out, progress=None):
         time.sleep(2)
         return {"model": str(model_dir), "size": {"params": 1}}
-    runs.measure = measure
+    runner.measure = measure
 runs.run_recipe(Recipe.from_dict(json.loads(sys.argv[1])), runs.RunStore(sys.argv[2]),
                 device="cpu")
 """
@@ -256,13 +257,13 @@ def test_a_killed_run_shows_as_interrupted_and_is_cleaned(tmp_path, base_folder,
 
 
 def test_a_failed_run_keeps_no_model(tmp_path, base_folder, monkeypatch):
-    from litediff_core import runs
+    from litediff_core.runs import runner
 
     def broken(base, model_dir, *args, **kwargs):
         assert (model_dir / "unet").is_dir()  # the model was saved before the failure
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr(runs, "measure", broken)
+    monkeypatch.setattr(runner, "measure", broken)
     store = RunStore(tmp_path / "runs")
     recipe = _recipe(base_folder)
     with pytest.raises(RuntimeError, match="evaluation broke"):
