@@ -92,16 +92,19 @@ def home():
                  caption=f"16 samples, DDIM {steps} steps, seed {seed}, {device}",
                  width="stretch")
     with right:
-        measured = meta.card.get("metrics")
+        measured = meta.card.get("metrics")   # an evaluation, stored in the model card
         if measured:
-            fid = measured["fidelity"]
-            st.markdown(f"**Measured quality** — {fid['label']}")
-            gate = measured.get("quality_gate")
+            from litediff_core.results import RunResult
+
+            measured = RunResult.from_dict(measured)
+            if measured.fidelity:
+                st.markdown(f"**Measured quality** — {measured.fidelity.label}")
+            gate = measured.quality_gate
             if gate:
-                st.markdown(f"Quality gate ({gate['rule']}): "
-                            f"{'passes' if gate['passes'] else 'does not pass'} — mean "
-                            f"max-probability {gate['mean_max_probability']:.3f}")
-                st.bar_chart(gate["class_fractions"], horizontal=True)
+                st.markdown(f"Quality gate ({gate.rule}): "
+                            f"{'passes' if gate.passes else 'does not pass'} — mean "
+                            f"max-probability {gate.mean_max_probability:.3f}")
+                st.bar_chart(gate.class_fractions, horizontal=True)
         training = meta.card.get("training")
         if training:
             st.markdown(f"**Training**: {training['steps']} steps, "

@@ -31,6 +31,7 @@ from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
 from litediff_core.recipes import Recipe
+from litediff_core.results import RunResult
 from litediff_core.runs import RunStore, run_recipe
 
 HERE = Path(__file__).parent
@@ -68,14 +69,14 @@ def recipe(name: str, steps: int, every: int, batch: int, n: int) -> Recipe:
 
 
 def _points(store: RunStore, r: Recipe):
-    """(status, points, run metrics or None) of a recipe: finished, unfinished or not started."""
+    """(status, points, RunResult or None) of a recipe: finished, unfinished or not started."""
     run_id = store.run_dir(r).name
     if store.find(r):
-        m = store.load(run_id)["metrics"]
-        rec = (m.get("recovery") or [{}])[-1]
-        if rec and not rec.get("reference"):  # runs made before curves stored the dense line
-            _add_reference(store, run_id, m)
-        return "done", rec.get("points", []), m
+        result = store.load(run_id)["result"]
+        curves = result.recovery or []
+        if curves and not curves[-1].reference:  # made before curves stored the dense line
+            _add_reference(store, run_id, result)
+        return "done", (curves[-1].points or []) if curves else [], result
     from litediff_core.compress._checkpoint import read_state
 
     ckpt = store.checkpoint_dir(run_id)
@@ -102,17 +103,18 @@ def dense_curve_point(store: RunStore, seed: int = 0) -> dict:
     return point
 
 
-def _add_reference(store: RunStore, run_id: str, metrics: dict) -> None:
+def _add_reference(store: RunStore, run_id: str, result: RunResult) -> None:
     """Store the dense teacher's point at the curve setup with the run's curves (what the
     runner stores itself since curves carry it: the same noise, samples and probe)."""
     from litediff_core.fileio import write_json_atomic
     from litediff_core.runs import METRICS
 
     point = dense_curve_point(store)
-    for rec in metrics.get("recovery", []):
-        rec.setdefault("reference", {k: v for k, v in point.items()
-                                     if k not in ("step", "train_s")})  # (older cache files)
-    write_json_atomic(store.root / run_id / METRICS, metrics)
+    for curve in result.recovery or []:
+        if curve.reference is None:
+            curve.reference = {k: v for k, v in point.items()
+                               if k not in ("step", "train_s")}  # (older cache files)
+    write_json_atomic(store.root / run_id / METRICS, result.to_dict())
 
 
 def dense_fid_1000(store: RunStore):
@@ -161,13 +163,12 @@ def report(store: RunStore, names, args) -> str:
             if points else ""
         final = speed = params = ""
         if m:
-            f = m.get("fidelity", {})
-            lo, hi = f.get("fid_ci95", [None, None])
-            final = f"{f['fid']:.1f} [{lo:.1f}, {hi:.1f}]"
-            hit = d1000 is not None and f["fid"] <= 1.15 * d1000["fid"] and m["speedup"] >= 1.8
+            f = m.fidelity
+            final = f"{f.fid:.1f} [{f.fid_lo:.1f}, {f.fid_hi:.1f}]"
+            hit = d1000 is not None and f.fid <= 1.15 * d1000["fid"] and m.speedup >= 1.8
             final += " ✔" if hit else ""
-            speed = f"{m['speedup']:.2f}×"
-            params = f"{m['size']['params'] / 1e6:.2f} M"
+            speed = f"{m.speedup:.2f}×"
+            params = f"{m.size.params / 1e6:.2f} M"
         lines.append(f"| {COMPRESSIONS[name][0]} | {status} | " + " | ".join(cells)
                      + f" | {eps} | {train} | {final} | {speed} | {params} |")
     lines += ["", "Unfinished rows are read from the training checkpoint: rerun the command to "

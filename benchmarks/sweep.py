@@ -110,8 +110,8 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     # ΔFID against the dense model at DDIM 50 with the same number of samples
     dense = t[(t["method"] == "base (dense)") & t["eval"].str.endswith("ddim 50 steps")]
     base_fid = dict(zip(dense["eval"].map(samples), dense["fid"]))
-    metrics = {r: store.load(r)["metrics"] for r in t["id"]}
-    retimed = sum(bool(m.get("latency_remeasured")) for m in metrics.values())
+    results = {r: store.load(r)["result"] for r in t["id"]}
+    retimed = sum(bool(r.latency_remeasured) for r in results.values())
     lines = [
         "# Compression sweep on the embedded default model", "",
         f"Command: `{command}`  ", f"Machine: {platform.machine()} ({cpu_label()}), {os.cpu_count()} CPUs, "
@@ -137,7 +137,7 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     for _, row in t.iterrows():
         n = samples(row["eval"])
         d = (row["fid"] / base_fid[n] - 1) if n in base_fid else None
-        lat = metrics[row["id"]].get("latency", {})
+        lat = results[row["id"]].latency
         lines.append(
             f"| {row['name']} | {row['eval'].split(' samples')[0]} | "
             f"{row['eval'].split('samples, ')[-1]} | {fmt(row['fid'], '.2f')} "
@@ -145,7 +145,7 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
             f"{fmt(row['fid_hi'], '.2f')}] | {fmt(d, '+.1%')} | {fmt(row['ssim_to_base'], '.3f')}"
             f" | {fmt(row['params'], ',.0f')} | {fmt(row['macs'] / 1e6 if row['macs'] else None, '.1f')} M"
             f" | {fmt(row['bytes'], ',.0f')} | {fmt(row['latency_ms'], '.1f')} "
-            f"({lat.get('threads', '?')}) | "
+            f"({lat.threads if lat and lat.threads is not None else '?'}) | "
             f"{fmt(row['speedup'], '.2f')}× | {fmt(row['image_ms'], '.1f')} | "
             f"{fmt(row['image_speedup'], '.2f×')} | "
             f"{fmt(row['train_steps'], '.0f')} | {fmt(row['wall_s'], '.0f')} |")

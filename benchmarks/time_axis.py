@@ -25,6 +25,7 @@ from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
 from litediff_core.recipes import Recipe
+from litediff_core.results import Fidelity, PerImage
 from litediff_core.runs import RunStore, run_recipe
 
 # (sampler, steps, cache interval), most informative first: a pass cut short (each run costs
@@ -85,19 +86,19 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
         d = store.find(recipe)
         if d is None:
             continue
-        run = store.load(d.name)
-        m = run["metrics"]
-        per, fid, gate = m.get("per_image") or {}, m.get("fidelity", {}), m.get("quality_gate", {})
+        m = store.load(d.name)["result"]
+        per, fid = m.per_image or PerImage(), m.fidelity or Fidelity()
         cache = next((s["config"]["interval"] for s in recipe.stages if s["stage"] == "deepcache"),
                      None)
         row = {"id": d.name, "model": _model(recipe), "sampler": recipe.eval["sampler"],
-               "steps": recipe.eval["steps"], "cache": cache, "fid": fid.get("fid"),
-               "ci": fid.get("fid_ci95") or [None, None], "gate": gate.get("passes"),
-               "ssim": m.get("consistency", {}).get("ssim_mean"),
-               "image_ms": per.get("seconds", 0) * 1000 or None,
-               "image_speedup": per.get("speedup"), "gmacs": (per.get("macs") or 0) / 1e9 or None,
-               "step_speedup": m.get("speedup"), "cpu": m.get("environment", {}).get("cpu", ""),
-               "load": per.get("load_average")}
+               "steps": recipe.eval["steps"], "cache": cache, "fid": fid.fid,
+               "ci": [fid.fid_lo, fid.fid_hi],
+               "gate": m.quality_gate.passes if m.quality_gate else None,
+               "ssim": m.consistency.ssim_mean if m.consistency else None,
+               "image_ms": (per.seconds or 0) * 1000 or None,
+               "image_speedup": per.speedup, "gmacs": (per.macs or 0) / 1e9 or None,
+               "step_speedup": m.speedup, "cpu": (m.environment and m.environment.cpu) or "",
+               "load": per.load_average}
         if (row["model"], row["sampler"], row["steps"], row["cache"]) == ("dense", "ddim", 50, None):
             reference = row
             row["image_speedup"] = row["image_speedup"] or 1.0   # the reference itself

@@ -218,8 +218,9 @@ def cmd_compress(args) -> dict:
     run = run_recipe(recipe, store, progress=TqdmProgress("compress"), device=args.device,
                      force=args.force, restart=args.restart,
                      checkpoint_every_steps=args.checkpoint_every)
-    metrics = store.load(run.name)["metrics"]
-    return {"run": str(run), **metrics.get("fidelity", {}), "speedup": metrics.get("speedup")}
+    result = store.load(run.name)["result"]
+    fidelity = result.fidelity.to_dict() if result.fidelity else {}
+    return {"run": str(run), **fidelity, "speedup": result.speedup}
 
 
 def cmd_runs(args) -> dict:
@@ -238,7 +239,7 @@ def cmd_runs(args) -> dict:
         for run_id in ids:
             try:
                 timed[run_id] = round(remeasure_latency(_store(args), run_id, args.device,
-                                                        bases=bases)["speedup"], 3)
+                                                        bases=bases).speedup, 3)
             except LiteDiffError as e:
                 if args.remeasure != "all":
                     raise

@@ -1,7 +1,7 @@
 """Recovery curves of stored runs, as plain rows for plots and tables.
 
 A training stage run with ``curve_every`` (``compress/_curve.py``) stores its points under the
-run's ``metrics["recovery"]``; an unfinished run has them in its training checkpoint
+run's results (``RunResult.recovery``); an unfinished run has them in its training checkpoint
 (``<store>/_checkpoints/<id>/``). :func:`recovery_curves` reads both, so a curve shows while its
 run is still training (or was stopped, waiting to resume).
 """
@@ -32,11 +32,10 @@ def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
     for _, row in table[table["status"] == "done"].iterrows():
         run = store.load(row["id"])
         name = row["name"] or row["method"]
-        for c in run["metrics"].get("recovery", []):
+        for c in run["result"].recovery or []:
             out.append({"ref": prefix + row["id"], "run": name,
-                        "stage": f"{c['stage_index']}-{c['stage']}", "label": c["label"],
-                        "status": "done", "reference": c.get("reference"),
-                        "points": c["points"]})
+                        "stage": f"{c.stage_index}-{c.stage}", "label": c.label,
+                        "status": "done", "reference": c.reference, "points": c.points})
     for run_id, stages in store.checkpoints().items():
         try:
             recipe = json.loads((store.checkpoint_dir(run_id) / RECIPE).read_text())

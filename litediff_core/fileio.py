@@ -49,6 +49,23 @@ def write_json_atomic(path, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+@contextmanager
+def atomic_dir(folder):
+    """``with atomic_dir(f) as tmp: <write files into tmp>`` puts the folder ``f`` in place
+    whole (:func:`replace_dir`) when the block ends; if it raises, ``f`` is left as it was and
+    the temporary folder is removed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def replace_dir(staging, folder) -> Path:
     """Move the finished ``staging`` folder to ``folder``, replacing what was there. Another
     process may put its own ``folder`` in place meanwhile (the same run twice): we retry, and the

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .fileio import write_json_atomic, write_text_atomic
 from .models.io import META_FILE
+from .results import Environment, RunResult
 
 GRID_FILE = "samples.png"
 
@@ -16,8 +18,8 @@ def _fmt_int(x) -> str:
 
 
 def render_card(meta: dict, result: dict) -> str:
-    fid, size, lat = result["fidelity"], result["size"], result["latency"]
-    setup = result["setup"]
+    r = RunResult.from_dict(result)
+    fid, size, lat, setup = r.fidelity, r.size, r.latency, r.setup
     train = meta.get("training", {})
     hw = train.get("hardware", {})
     lines = [
@@ -32,9 +34,9 @@ def render_card(meta: dict, result: dict) -> str:
         f"- diffusers `UNet2DModel`, {meta.get('channels')}×{meta.get('resolution')}×"
         f"{meta.get('resolution')} images of `{meta.get('dataset')}`; DDPM noise schedule in "
         f"`scheduler/` (linear β 1e-4→0.02, 1000 steps)",
-        f"- parameters: {_fmt_int(size['params'])}; MACs per image and denoising step: "
-        f"{size['macs_per_image'] / 1e6:.1f} M; weights on disk: "
-        f"{size['bytes'] / 2**20:.2f} MiB (safetensors, fp32)",
+        f"- parameters: {_fmt_int(size.params)}; MACs per image and denoising step: "
+        f"{size.macs_per_image / 1e6:.1f} M; weights on disk: "
+        f"{size.bytes / 2**20:.2f} MiB (safetensors, fp32)",
         "",
         "## Training",
         f"- command: `{train.get('command', 'unknown')}`",
@@ -47,29 +49,29 @@ def render_card(meta: dict, result: dict) -> str:
         *([f"- notes: {train['notes']}"] if train.get("notes") else []),
         "",
         "## Measured quality and speed",
-        f"- {fid['label']}",
-        f"- KID {fid['kid_mean']:.4f} ± {fid['kid_std']:.4f}; precision {fid['precision']:.3f},"
-        f" recall {fid['recall']:.3f} (same samples and features, reference: "
-        f"{fid['n_reference']} {result['dataset']} {setup['reference_split']} images)",
-        f"- latency of one denoising step: {lat['median_s'] * 1000:.1f} ms median for a batch of "
-        f"{lat['batch_size']} on {lat['device']} ({lat['threads']} threads) — "
-        f"{lat['median_s'] * 1000 / lat['batch_size']:.2f} ms per image",
+        f"- {fid.label}",
+        f"- KID {fid.kid_mean:.4f} ± {fid.kid_std:.4f}; precision {fid.precision:.3f},"
+        f" recall {fid.recall:.3f} (same samples and features, reference: "
+        f"{fid.n_reference} {r.dataset} {setup['reference_split']} images)",
+        f"- latency of one denoising step: {lat.median_ms:.1f} ms median for a batch of "
+        f"{lat.batch_size} on {lat.device} ({lat.threads} threads) — "
+        f"{lat.median_ms / lat.batch_size:.2f} ms per image",
     ]
-    gate = result.get("quality_gate")
+    gate = r.quality_gate
     if gate:
-        fr = ", ".join(f"{k} {v:.1%}" for k, v in gate["class_fractions"].items())
+        fr = ", ".join(f"{k} {v:.1%}" for k, v in gate.class_fractions.items())
         lines += [
             "",
             "## Quality gate",
-            f"Rule: {gate['rule']}, on {gate['n']} samples ({setup['sampler']}, {setup['steps']}"
+            f"Rule: {gate.rule}, on {gate.n} samples ({setup['sampler']}, {setup['steps']}"
             f" steps) classified by the shipped Fashion-MNIST classifier.",
-            f"- mean max-probability: {gate['mean_max_probability']:.3f}",
+            f"- mean max-probability: {gate.mean_max_probability:.3f}",
             f"- class mix: {fr}",
-            f"- **{'passes' if gate['passes'] else 'does not pass'}**",
+            f"- **{'passes' if gate.passes else 'does not pass'}**",
         ]
-    env = result.get("environment", {})
-    lines += ["", f"Measured with litediff {env.get('litediff')} / torch {env.get('torch')} by "
-              f"`litediff eval {result['model']} --n {setup['n']} --sampler {setup['sampler']} "
+    env = r.environment or Environment()
+    lines += ["", f"Measured with litediff {env.litediff} / torch {env.torch} by "
+              f"`litediff eval {r.model} --n {setup['n']} --sampler {setup['sampler']} "
               f"--steps {setup['steps']} --card`.", ""]
     return "\n".join(lines)
 
@@ -80,9 +82,7 @@ def write_card(folder, result: dict, base=None) -> Path:
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["metrics"] = {k: v for k, v in result.items() if k != "card"}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    tmp.replace(meta_path)
+    write_json_atomic(meta_path, meta)
     if base is not None:
         from .samplers import generate, grid
 
@@ -91,5 +91,5 @@ def write_card(folder, result: dict, base=None) -> Path:
                           steps=s["steps"], n=64, seed=s["seed"], batch_size=64)
         grid(images, nrow=8).save(folder / GRID_FILE)
     card = folder / "README.md"
-    card.write_text(render_card(meta, result))
+    write_text_atomic(card, render_card(meta, result))
     return card

@@ -142,11 +142,12 @@ class Recipe:
 
     def method(self) -> str:
         """A short human description, e.g. ``structured-prune(l1, 0.3) → finetune(500)``."""
+        from .compress import STAGES
+
         parts = []
         for s in self.stages:
             c = s["config"]
-            detail = [str(c[k]) for k in ("importance", "method", "ratio", "scale", "rank",
-                                          "factor", "weight_bits", "steps", "interval") if k in c]
+            detail = [str(c[k]) for k in STAGES[s["stage"]].headline]
             parts.append(f"{s['stage']}({', '.join(detail)})" if detail else s["stage"])
         text = " → ".join(parts) or "base (dense)"
         ev = self.eval

@@ -18,11 +18,10 @@ missing values show as an em dash. CSV exports should use the raw table instead.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from datetime import datetime
 from numbers import Number
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pandas as pd
 

@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 import streamlit as st
 
+from litediff_core.results import Fidelity, Latency, RunResult
 from litediff_core.runs import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,11 +89,11 @@ def user_store() -> RunStore:
     return RunStore()
 
 
-def _setup_of(metrics: dict, recipe: dict) -> dict:
-    fid, lat = metrics.get("fidelity", {}), metrics.get("latency", {})
-    return {"extractor": fid.get("extractor", ""), "device": lat.get("device", ""),
-            "latency_batch": lat.get("batch_size"), "base": recipe.get("base", ""),
-            "dataset": metrics.get("dataset", recipe.get("dataset") or "")}
+def _setup_of(result: RunResult, recipe: dict) -> dict:
+    fid, lat = result.fidelity or Fidelity(), result.latency or Latency()
+    return {"extractor": fid.extractor or "", "device": lat.device or "",
+            "latency_batch": lat.batch_size, "base": recipe.get("base", ""),
+            "dataset": result.dataset or recipe.get("dataset") or ""}
 
 
 def runs_table() -> pd.DataFrame:
@@ -109,7 +110,7 @@ def runs_table() -> pd.DataFrame:
         setups = []
         for i in t["id"]:
             run = store.load(i)
-            setups.append(_setup_of(run["metrics"], run["recipe"]))
+            setups.append(_setup_of(run["result"], run["recipe"]))
         frames.append(pd.concat([t.reset_index(drop=True), pd.DataFrame(setups)], axis=1))
     if not frames:
         from litediff_core.runs import COLUMNS
@@ -171,50 +172,14 @@ def fmt(value, kind: str) -> str:
 
 # ----------------------------------------------------------------------------- model-side helpers
 
-def previewable(stage: str) -> bool:
-    """Whether a stage's size can be predicted without data or training (its own trait)."""
-    from litediff_core.compress import STAGES
-
-    return stage in STAGES and STAGES[stage].previewable
-
-
 @st.cache_data(show_spinner="Predicting the compressed size…", max_entries=64)
 def predict_size(source: str, stages_json: str) -> dict:
-    """Apply only the structural stages of a recipe (:func:`previewable`) to a deep copy of the
-    cached base, on the CPU, and measure it with ``size_report``: a prediction, made without
-    data (gradient rankings are replaced by L1, which removes the same number of channels per
-    layer unless pruning is global). Training and quantization stages are skipped."""
-    import copy
-
-    from litediff_core.compress import CompressState, make_stage
-    from litediff_core.metrics import size_report
+    """:func:`litediff_core.compress.preview_size` of a recipe's stages on the cached base."""
+    from litediff_core.compress import preview_size
 
     base = load_model(source)
-    state = CompressState.start(copy.deepcopy(base.unet).cpu(), base.scheduler,
-                                dataset=base.meta.dataset)
-    applied, skipped, notes = [], [], []
-    for spec in json.loads(stages_json):
-        name, cfg = spec["stage"], dict(spec.get("config") or {})
-        if name == "distill" and cfg.get("fresh"):
-            notes.append("a fresh distillation student replaces the model: its size is measured "
-                         "only after the run")
-        if not previewable(name):
-            skipped.append(name)
-            continue
-        if name == "structured-prune" and cfg.get("importance") in ("taylor", "diff-pruning"):
-            notes.append(f"{cfg['importance']} ranking needs data and gradients: predicted with "
-                         f"l1 ranking" + (" (global pruning: channel counts may differ)"
-                                          if cfg.get("global_pruning") else
-                                          " (same channel count per layer)"))
-            cfg["importance"] = "l1"
-        if name == "unstructured-prune" and cfg.get("method") == "tiny-diffusion":
-            notes.append("tiny-diffusion ranking needs gradients: predicted with l1 ranking "
-                         "(same number of zeros per layer)")
-            cfg["method"] = "l1"
-        state = make_stage({"stage": name, "config": cfg}).apply(state)
-        applied.append(name)
-    return {"size": size_report(state.unet), "applied": applied, "skipped": skipped,
-            "notes": notes}
+    return preview_size(base.unet, base.scheduler, json.loads(stages_json),
+                        dataset=base.meta.dataset)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from litediff_core.compress import STAGES, describe_stage
+from litediff_core.compress import STAGES, describe_stage, make_stage
 from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
 from litediff_core.presets import PRESETS, preset_recipe
@@ -80,17 +80,9 @@ def kept(widget, label: str, key: str, default, options=None, **kwargs):
 
 # ----------------------------------------------------------------------------- option widgets
 
-def _unit_interval(opt) -> bool:
-    """Floats meant to lie in [0, 1] get a slider (ratio, kd_frac, probabilities...)."""
-    if opt["type"] != "float" or not 0 <= float(opt["default"]) <= 1:
-        return False
-    text = opt["help"]
-    return (opt["name"].endswith(("ratio", "_frac")) or "[0, 1" in text
-            or "fraction" in text or "probability" in text or "1 − " in text)
-
-
 def option_widget(opt: dict, value, key: str):
-    """The widget for one stage option, chosen from its described type and choices."""
+    """The widget for one stage option, from what the stage declares: type, choices, range
+    and widget hint (``describe_stage``)."""
     label, kind, help_, choices = opt["name"], opt["type"], opt["help"] or None, opt["choices"]
     if kind == "bool":
         return st.checkbox(label, value=bool(value), key=key, help=help_)
@@ -100,23 +92,32 @@ def option_widget(opt: dict, value, key: str):
     if choices:
         index = choices.index(value) if value in choices else 0
         return st.selectbox(label, choices, index=index, key=key, help=help_)
+    if kind not in ("float", "int"):
+        return st.text_input(label, value=str(value), key=key, help=help_)
+    num, step = (float, 0.01) if kind == "float" else (int, 1)
+    low, high = opt["low"], opt["high"]
+    if opt["widget"] == "slider":  # both bounds declared; an open bound is one step inside
+        bottom = num(low) + (step if opt["open_low"] else 0)
+        top = num(high) - (step if opt["open_high"] else 0)
+        return st.slider(label, bottom, top, min(max(num(value), bottom), top), step, key=key,
+                         help=help_)
+    bounds = {}  # an open bound is left to the stage's own check (its message says why)
+    if low is not None and not opt["open_low"]:
+        bounds["min_value"] = num(low)
+    if high is not None and not opt["open_high"]:
+        bounds["max_value"] = num(high)
     if kind == "float":
-        if _unit_interval(opt):
-            top = 0.99 if ("[0, 1)" in opt["help"] or label.endswith("ratio")) else 1.0
-            return st.slider(label, 0.0, top, min(float(value), top), 0.01, key=key, help=help_)
-        return st.number_input(label, value=float(value), key=key, help=help_, format="%g")
-    if kind == "int":
-        return int(st.number_input(label, value=int(value), step=1, key=key, help=help_))
-    return st.text_input(label, value=str(value), key=key, help=help_)
+        return st.number_input(label, value=float(value), key=key, help=help_, format="%g",
+                               **bounds)
+    return int(st.number_input(label, value=int(value), step=1, key=key, help=help_, **bounds))
 
 
 def stage_editor(index: int, spec: dict, count: int) -> None:
     uid = spec["uid"]
     with st.container(border=True):
         head = st.columns([8, 1, 1, 1])
-        doc = (STAGES[spec["stage"]].__doc__ or "").strip().split("; see")[0].split("\n")[0]
-        head[0].markdown(f"**{index + 1}. `{spec['stage']}`**" +
-                         (f" — {doc.replace('``', '`')}" if doc else ""))
+        doc = STAGES[spec["stage"]].summary()
+        head[0].markdown(f"**{index + 1}. `{spec['stage']}`**" + (f" — {doc}" if doc else ""))
         head[1].button("↑", key=f"cp_up_{uid}", on_click=_move_stage, args=(uid, -1),
                        disabled=index == 0, help="move up")
         head[2].button("↓", key=f"cp_down_{uid}", on_click=_move_stage, args=(uid, 1),
@@ -137,37 +138,39 @@ def stage_editor(index: int, spec: dict, count: int) -> None:
 
 def show_run(store, run_id: str) -> None:
     """A finished run's measurements and samples."""
+    from litediff_core.results import Latency, Size
+
     run = store.load(run_id)
-    m, recipe, status = run["metrics"], run["recipe"], run["status"]
+    r, recipe, status = run["result"], run["recipe"], run["status"]
     if status.get("status") != "done":
         st.error(f"Run {run_id} failed: {status.get('error', 'unknown error')}")
         return
-    size, lat, fid = m.get("size", {}), m.get("latency", {}), m.get("fidelity", {})
-    st.markdown(f"**{recipe.get('name', run_id)}** · run `{run_id}` · `{m.get('method', '')}`")
+    size, lat = r.size or Size(), r.latency or Latency()
+    st.markdown(f"**{recipe.get('name', run_id)}** · run `{run_id}` · `{r.method or ''}`")
     cols = st.columns(5)
-    cols[0].metric("Parameters", ui.fmt(size.get("params"), "params"))
-    cols[1].metric("MACs / image / step", ui.fmt(size.get("macs_per_image"), "macs"))
-    cols[2].metric("Weights on disk", ui.fmt(size.get("bytes"), "bytes"))
-    cols[3].metric(f"Step latency ({lat.get('device', '?')}, batch {lat.get('batch_size')})",
-                   ui.fmt(lat["median_s"] * 1000 if lat.get("median_s") else None, "ms"))
-    cols[4].metric("Speed-up vs base (same run)", ui.fmt(m.get("speedup"), "x"))
-    if fid:
-        st.markdown(f"**Quality** — {fid.get('label', '')}")
-    cons = m.get("consistency")
-    if cons:
-        st.markdown(f"SSIM to base {cons['ssim_mean']:.3f}, PSNR {cons['psnr_mean']:.1f} dB "
-                    f"({cons.get('setup', '')})")
-    gate = m.get("quality_gate")
-    if gate:
-        st.markdown(f"Quality gate ({gate['rule']}): "
-                    f"{'passes' if gate['passes'] else 'does not pass'}")
-    for note in m.get("notes", []):
+    cols[0].metric("Parameters", ui.fmt(size.params, "params"))
+    cols[1].metric("MACs / image / step", ui.fmt(size.macs_per_image, "macs"))
+    cols[2].metric("Weights on disk", ui.fmt(size.bytes, "bytes"))
+    cols[3].metric(f"Step latency ({lat.device or '?'}, batch {lat.batch_size})",
+                   ui.fmt(lat.median_ms, "ms"))
+    cols[4].metric("Speed-up vs base (same run)", ui.fmt(r.speedup, "x"))
+    if r.fidelity:
+        st.markdown(f"**Quality** — {r.fidelity.label or ''}")
+    if r.consistency:
+        cons = r.consistency
+        st.markdown(f"SSIM to base {cons.ssim_mean:.3f}, PSNR {cons.psnr_mean:.1f} dB "
+                    f"({cons.setup or ''})")
+    if r.quality_gate:
+        gate = r.quality_gate
+        st.markdown(f"Quality gate ({gate.rule}): "
+                    f"{'passes' if gate.passes else 'does not pass'}")
+    for note in r.notes or []:
         st.info(note)
     grid = store.root / run_id / "samples.png"
     if grid.exists():
         ev = recipe.get("eval", {})
         st.image(str(grid), caption=f"{min(int(ev.get('n', 64)), 64)} samples, DDIM "
-                 f"{ev.get('steps')} steps, seed {recipe.get('seed')}, {lat.get('device', '')}")
+                 f"{ev.get('steps')} steps, seed {recipe.get('seed')}, {lat.device or ''}")
     st.caption("Compare it with other runs on the Pareto and Runs pages; per-layer changes are "
                "on the Layers page.")
 
@@ -370,7 +373,7 @@ def main() -> None:
         st.error(str(e))
 
     if recipe is not None and base is not None and any(
-            ui.previewable(s["stage"]) or s["config"].get("fresh") for s in recipe.stages):
+            make_stage(s).can_preview() for s in recipe.stages):
         if st.toggle("Predict size before running", value=True, key="cp_predict"):
             preview(source, recipe)
 

@@ -19,6 +19,7 @@ from litediff_core import explore as ex
 from litediff_core import layer_names
 from litediff_core.errors import LiteDiffError
 from litediff_core.recipes import SAMPLER_NAMES
+from litediff_core.results import Fidelity, Latency, RunResult, Size
 from litediff_core.runs import RunStore
 from pages import _shared as ui
 
@@ -66,12 +67,13 @@ def stored_runs(roots: tuple, stamps: tuple) -> list:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_files(path: str, stamp: float) -> dict:
-    """A run folder's metrics, sample grid (PNG bytes) and per-layer changes."""
+    """A run folder's results (a ``RunResult``), sample grid (PNG bytes) and per-layer
+    changes."""
     folder = Path(path)
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-    except (OSError, ValueError):
-        metrics = {}
+        result = RunResult.from_dict(json.loads((folder / "metrics.json").read_text()))
+    except (OSError, ValueError, LiteDiffError):  # none, unreadable, or of a newer schema
+        result = RunResult()
     grid = folder / "samples.png"
     changes, rows = None, []
     try:
@@ -79,7 +81,7 @@ def run_files(path: str, stamp: float) -> dict:
         rows = layer_names.changed_rows(changes)
     except (OSError, ValueError, KeyError):
         changes = None
-    return {"metrics": metrics, "grid": grid.read_bytes() if grid.exists() else None,
+    return {"result": result, "grid": grid.read_bytes() if grid.exists() else None,
             "changes": changes, "rows": rows}
 
 
@@ -272,9 +274,9 @@ def recipe_box(recipe) -> None:
 
 # ----------------------------------------------------------------------------- a stored result
 
-def _fid(m: dict):
-    f = m.get("fidelity") or {}
-    return f.get("fid"), (f.get("fid_ci95") or [None, None]), f.get("label", "")
+def _fid(r: RunResult):
+    f = r.fidelity or Fidelity()
+    return f.fid, [f.fid_lo, f.fid_hi], f.label or ""
 
 
 def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> None:
@@ -282,7 +284,7 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
     st.markdown(f"**Stored result** — {_name(hit)} · "
                 f"run `{hit['id']}` from {where}; nothing was run.")
     files = run_files(hit["path"], _mtime(hit["path"]))
-    m = files["metrics"]
+    m = files["result"]
     dense = lookup(runs, ex.dense_recipe_of(controls, grid))
     is_dense = not hit["recipe"].get("stages")
     dense_files = run_files(dense["path"], _mtime(dense["path"])) if dense and not is_dense \
@@ -297,7 +299,7 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
         shown = files if is_dense else dense_files
         if shown and shown["grid"]:
             st.image(shown["grid"], width="stretch")
-            st.caption(_fid(shown["metrics"])[2] or setup)
+            st.caption(_fid(shown["result"])[2] or setup)
         else:
             st.info(f"No dense run with this evaluation setup ({setup}) is stored: set the "
                     f"controls to the dense model at this sampler and run it.")
@@ -317,12 +319,12 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
     small_plots(hit, files, runs)
 
 
-def figures(hit: dict, files: dict, m: dict, dense_files) -> None:
-    size, dm = m.get("size") or {}, (dense_files or {}).get("metrics") or {}
-    dsize = dm.get("size") or {}
+def figures(hit: dict, files: dict, m: RunResult, dense_files) -> None:
+    dm = dense_files["result"] if dense_files else RunResult()
+    size, dsize = m.size or Size(), dm.size or Size()
     fid, ci, _ = _fid(m)
     dfid, dci, _ = _fid(dm)
-    per = m.get("per_image") or {}
+    per = m.per_image
     cols = [*st.columns(3), *st.columns(3)]
 
     def ratio_of(a, b):
@@ -335,23 +337,22 @@ def figures(hit: dict, files: dict, m: dict, dense_files) -> None:
     cols[0].caption(f"[{ci[0]:.1f}, {ci[1]:.1f}]" + (f" · dense {dfid:.1f} [{dci[0]:.1f}, "
                                                       f"{dci[1]:.1f}]" if dfid else "")
                     if ci[0] is not None else "")
-    cols[1].metric("Parameters", ui.fmt(size.get("params"), "params"),
-                   _pct(size.get("params"), dsize.get("params")), delta_color="inverse")
-    cols[2].metric("Size", ui.fmt(size.get("bytes"), "bytes"),
-                   _pct(size.get("bytes"), dsize.get("bytes")), delta_color="inverse")
-    cols[3].metric("MACs / image / step", ui.fmt(size.get("macs_per_image"), "macs"),
-                   _pct(size.get("macs_per_image"), dsize.get("macs_per_image")),
-                   delta_color="inverse")
-    lat = m.get("latency") or {}
-    cols[4].metric("Speed-up per step", ui.fmt(m.get("speedup"), "x"),
-                   help=f"one UNet call, batch {lat.get('batch_size')}, {lat.get('device')}: "
+    cols[1].metric("Parameters", ui.fmt(size.params, "params"),
+                   _pct(size.params, dsize.params), delta_color="inverse")
+    cols[2].metric("Size", ui.fmt(size.bytes, "bytes"),
+                   _pct(size.bytes, dsize.bytes), delta_color="inverse")
+    cols[3].metric("MACs / image / step", ui.fmt(size.macs_per_image, "macs"),
+                   _pct(size.macs_per_image, dsize.macs_per_image), delta_color="inverse")
+    lat = m.latency or Latency()
+    cols[4].metric("Speed-up per step", ui.fmt(m.speedup, "x"),
+                   help=f"one UNet call, batch {lat.batch_size}, {lat.device}: "
                         f"the dense base's latency / this model's, timed in the same run")
-    cols[5].metric("Speed-up per image", ui.fmt(per.get("speedup"), "x"),
+    cols[5].metric("Speed-up per image", ui.fmt(per.speedup if per else None, "x"),
                    help="time to draw one image at this run's sampler, steps and caching "
                         "vs the dense model at DDIM 50, timed in the same run" if per else
                         "not measured: this run was made before per-image timing (`litediff "
                         "runs --remeasure <id>` redoes it where the model is stored)")
-    notes = [n for n in m.get("notes", []) if "simulated" in n or "sparsity" in n
+    notes = [n for n in m.notes or [] if "simulated" in n or "sparsity" in n
              or "unstructured" in n]
     for note in notes[:2]:
         st.caption(f":material/info: {note}")

@@ -136,8 +136,8 @@ def main() -> None:
     store, run_id = ui.resolve(ref)
     run = store.load(run_id)
     layers = store.layers(run_id)
-    recipe, m = run["recipe"], run["metrics"]
-    st.caption(f"`{m.get('method', '')}` on `{recipe.get('base', '')}` · {SETUP}.")
+    recipe = run["recipe"]
+    st.caption(f"`{run['result'].method or ''}` on `{recipe.get('base', '')}` · {SETUP}.")
 
     totals = layers[["params_before", "params_after", "macs_before", "macs_after"]].sum()
     changes = layer_names.layer_changes(layers)

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from litediff_core import pareto, reported, slides
+from litediff_core.compress import STAGES
 from pages import _shared as ui
 
 # Cost axes: run-table column → (axis label with unit, scale to that unit, unit in hover text).
@@ -41,8 +42,8 @@ FAMILIES = {
     "dense": ("dense (base, fine-tuned)", "#3d3d3d", "hexagon"),
     "other": ("other", "#bcbd22", "cross"),
 }
-STAGE_FAMILY = {"structured-prune": "structured", "unstructured-prune": "unstructured",
-                "distill": "kd", "lora": "lora", "low-rank": "low-rank", "deepcache": "sampling"}
+# each stage declares its family; fine-tuning alone leaves a model "dense"
+STAGE_FAMILY = {name: cls.family for name, cls in STAGES.items() if cls.family in FAMILIES}
 CUSTOM = ["ref", "hover"]
 
 

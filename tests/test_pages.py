@@ -577,17 +577,20 @@ def test_compress_widgets_come_from_describe_stage(tiny, env):
                 kind = "multiselect"
             elif opt["choices"]:
                 kind = "selectbox"
-            elif opt["name"] in ("ratio", "kd_frac") and opt["default"] < 1:
+            elif opt["widget"] == "slider":  # declared by the stage, with both bounds
                 kind = "slider"
             else:
-                kind = None
-            if kind is None:
-                widget = next(w for k in ("slider", "number_input", "text_input")
-                              for w in getattr(at, k) if w.key == key)
-            else:
-                widget = kinds[kind](key=key)
+                kind = "number_input"
+            widget = kinds[kind](key=key)
             if opt["choices"] and kind in ("selectbox", "multiselect"):
                 assert list(widget.options) == opt["choices"]
+            if kind == "number_input":  # closed declared bounds become the input's limits
+                assert widget.min == (opt["low"] if opt["low"] is not None
+                                      and not opt["open_low"] else None), (key, widget.min)
+                assert widget.max == (opt["high"] if opt["high"] is not None
+                                      and not opt["open_high"] else None), (key, widget.max)
+            if kind == "slider":
+                assert widget.min >= opt["low"] and widget.max <= opt["high"]
             assert widget.value == (opt["default"] if kind != "multiselect"
                                     else list(opt["default"]))
     # remove and reorder

@@ -73,7 +73,7 @@ def test_the_last_point_is_the_model_the_stage_returns(tiny28, ddpm_scheduler, f
     ({"curve_every": -1}, "curve_every must be ≥ 0"),
     ({"curve_every": 50, "steps": 10}, "more than the 10 training steps"),
     ({"curve_every": 2, "curve_samples": 8}, "at least 50"),
-    ({"curve_every": 2, "curve_sampling_steps": 0}, "1–100"),
+    ({"curve_every": 2, "curve_sampling_steps": 0}, r"curve_sampling_steps must be in \[1, 100\]"),
 ])
 def test_curve_settings_that_make_no_sense_are_refused_before_work(options, message):
     for stage in ("finetune", "distill", "lora"):

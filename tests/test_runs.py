@@ -207,12 +207,13 @@ RUNNER = """
 import json, os, sys, time
 from litediff_core import runs
 from litediff_core.recipes import Recipe
+from litediff_core.results import RunResult, Size
 from litediff_core.runs import runner
 
 if os.environ.get("LITEDIFF_TEST_QUICK_MEASURE"):
     def measure(base, model_dir, recipe, device, out, progress=None):
         time.sleep(2)
-        return {"model": str(model_dir), "size": {"params": 1}}
+        return RunResult(model=str(model_dir), size=Size(params=1))
     runner.measure = measure
 runs.run_recipe(Recipe.from_dict(json.loads(sys.argv[1])), runs.RunStore(sys.argv[2]),
                 device="cpu")

@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import List
 
 from ..errors import LiteDiffError
-from .base import CompressState, Stage, describe_config
+from .base import FAMILIES, REGISTRY, CompressState, Stage, describe_config
 from .io import load_compressed, save_compressed
+from .preview import preview_size
 from .lowrank import LowRank
 from .quant_dynamic import DynamicInt8
 from .quant_onnx import OnnxInt8, OnnxUNet
@@ -30,15 +31,25 @@ from .distill import Distill
 from .lora import LoRA
 from .deepcache import DeepCache, DeepCacheUNet  # sampling-time: feature caching
 
-STAGES = {cls.name: cls for cls in (StructuredPrune, UnstructuredPrune, LowRank, DynamicInt8,
-                                    SimulatedQuant, OnnxInt8)}
-STAGES.update({cls.name: cls for cls in (FineTune, Distill, LoRA)})
-STAGES[DeepCache.name] = DeepCache
+
+def _import_every_stage_module() -> None:
+    """Import each public module of this package: defining a Stage subclass registers it."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_stage_module()
+# every registered stage, by family (the order forms list them), then as defined
+STAGES = dict(sorted(REGISTRY.items(), key=lambda item: FAMILIES.index(item[1].family)))
 
 __all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxUNet",
            "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
            "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
-           "masks", "patch_diffusers_attributes", "save_compressed"]
+           "masks", "patch_diffusers_attributes", "preview_size", "save_compressed"]
 __all__ += ["Distill", "FineTune", "LoRA", "DeepCache", "DeepCacheUNet"]
 
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Optional
 import torch
 
 from ..errors import LiteDiffError
-from ..fileio import replace_dir
+from ..fileio import atomic_dir
 
 STATE, MODEL, OPTIMIZER, EMA = "state.json", "model.safetensors", "optimizer.safetensors", \
     "ema.safetensors"
@@ -82,11 +80,11 @@ def _load_tensors(path: Path) -> dict:
 def save(folder: Path, *, fingerprint: dict, step: int, model, optimizer, scheduler,
          ema=None, info: dict) -> None:
     """Write the loop's state after ``step`` optimizer steps into ``folder`` atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    with atomic_dir(folder) as tmp:
+        _write(tmp, fingerprint, step, model, optimizer, scheduler, ema, info)
+
+
+def _write(tmp: Path, fingerprint, step, model, optimizer, scheduler, ema, info) -> None:
     _save_tensors(model.state_dict(), tmp / MODEL)
     opt = optimizer.state_dict()
     tensors, plain = {}, {}
@@ -106,7 +104,6 @@ def save(folder: Path, *, fingerprint: dict, step: int, model, optimizer, schedu
         _save_tensors({str(i): t for i, t in enumerate(shadow)}, tmp / EMA)
         state["ema"] = ema_state
     (tmp / STATE).write_text(json.dumps(state, default=float))
-    replace_dir(tmp, folder)
 
 
 def read_state(folder: Path) -> Optional[dict]:

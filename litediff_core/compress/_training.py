@@ -34,7 +34,7 @@ every process.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from ..errors import LiteDiffError
 from ..progress import Event, Progress, report
 from ._common import eval_mode, image_sampler
-from .base import clone_model, option
+from ._curve import MIN_CURVE_SAMPLES
+from .base import Stage, clone_model, option
 
 
 @dataclass
@@ -285,20 +286,23 @@ class TrainingOptions:
     """The options every training stage's ``Config`` inherits (declared once, here): the loop's
     and the recovery curve's (``_curve.py``). A stage redeclares one to change its default."""
 
-    steps: int = option(500, "optimizer steps")
-    lr: float = option(2e-4, "peak learning rate (Adam)")
-    batch_size: int = option(64, "images per step (global: shared out over processes)")
-    T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)")
+    steps: int = option(500, "optimizer steps", low=1)
+    lr: float = option(2e-4, "peak learning rate (Adam)", low=0.0, open_low=True)
+    batch_size: int = option(64, "images per step (global: shared out over processes)", low=1)
+    T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)",
+                     low=0)
     ema: bool = option(False, "end with the exponential moving average of the weights")
-    ema_decay: float = option(0.999, "EMA: largest decay")
-    grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    ema_decay: float = option(0.999, "EMA: largest decay", low=0.0, high=1.0, open_low=True,
+                               open_high=True)
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)", low=0.0)
     seed: int = option(0, "seed of images, timesteps and noise")
     # shown after the stage's own options (``late``)
     curve_every: int = option(0, "recovery curve: evaluate every this many steps (0: no curve)",
-                              late=True)
-    curve_samples: int = option(200, "recovery curve: samples per FID point", late=True)
+                              low=0, late=True)
+    curve_samples: int = option(200, "recovery curve: samples per FID point",
+                                low=MIN_CURVE_SAMPLES, late=True)
     curve_sampling_steps: int = option(10, "recovery curve: DPM-Solver++ steps per sample",
-                                       late=True)
+                                       low=1, high=100, late=True)
 
 
 def loop_options(c: TrainingOptions) -> dict:
@@ -307,10 +311,9 @@ def loop_options(c: TrainingOptions) -> dict:
             "T_0": c.T_0, "ema": c.ema, "ema_decay": c.ema_decay, "grad_clip": c.grad_clip}
 
 
-def training_entry(stage, result: "TrainResult", started: float, recovery: dict) -> dict:
-    """The log entry every training stage writes (the stage adds its own facts)."""
-    return {"stage": stage.name, "config": asdict(stage.config), "steps": stage.config.steps,
-            "processes": result.processes, "seconds": round(time.perf_counter() - started, 3),
+def training_entry(stage, result: "TrainResult", recovery: dict) -> dict:
+    """The log facts every training stage reports (the stage adds its own)."""
+    return {"steps": stage.config.steps, "processes": result.processes,
             "first_loss": result.first_loss, "last_loss": result.last_loss,
             "losses": round_losses(result.losses), **recovery_log(result, recovery)}
 
@@ -411,18 +414,21 @@ def round_losses(losses: List[float]) -> List[float]:
 
 
 def check_training(who: str, c) -> None:
-    """Range checks of the options every training stage has."""
-    if c.steps < 1 or c.batch_size < 1:
-        raise LiteDiffError(f"{who}: steps and batch_size must be at least 1")
-    if c.lr <= 0:
-        raise LiteDiffError(f"{who}: lr must be > 0, not {c.lr}")
-    if c.T_0 < 0:
-        raise LiteDiffError(f"{who}: T_0 must be ≥ 0 (0: one cosine over all steps)")
-    if not 0.0 < c.ema_decay < 1.0:
-        raise LiteDiffError(f"{who}: ema_decay must be in (0, 1), not {c.ema_decay}")
-    if c.grad_clip < 0:
-        raise LiteDiffError(f"{who}: grad_clip must be ≥ 0 (0: no clipping)")
+    """Checks across the options every training stage has (each option's own range is
+    declared with it and checked when the stage is built)."""
     if isinstance(c, TrainingOptions):
         from ._curve import check_curve
 
-        check_curve(who, c.curve_every, c.curve_samples, c.curve_sampling_steps, c.steps)
+        check_curve(who, c.curve_every, c.steps)
+
+
+class TrainingStage(Stage):
+    """What every training stage shares: it trains (its ``steps`` count as training), its
+    ``Config`` inherits :class:`TrainingOptions` (checked by :func:`check_training`), and the
+    recovery-curve options, added after runs were stored, leave stored recipe keys as they were."""
+
+    trains = True
+    added_options = CURVE_DEFAULTS
+
+    def check(self) -> None:
+        check_training(self.name, self.config)

@@ -16,6 +16,7 @@ declared with :func:`option`, whose ``choices`` and ``help`` the UI reads (``des
 from __future__ import annotations
 
 import copy
+import time
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, List, Optional
@@ -60,21 +61,59 @@ def clone_model(module):
     return copy.deepcopy(module, memo)
 
 
-def option(default, help: str = "", choices=None, late: bool = False):
+def option(default, help: str = "", choices=None, *, low=None, high=None,
+           open_low: bool = False, open_high: bool = False, widget: Optional[str] = None,
+           late: bool = False):
     """A ``Config`` field with a default, a one-line help and (for str / tuple options) the
-    allowed values; tuple options are multi-choice (a subset of ``choices``). ``late`` options
-    are listed after the others (forms show them last)."""
-    meta = {"help": help, "late": late}
+    allowed values; tuple options are multi-choice (a subset of ``choices``).
+
+    Numbers may declare their range: ``low`` / ``high`` (``open_low`` / ``open_high`` exclude the
+    bound), checked for every stage before it is built and read by the forms. ``widget`` is a
+    hint for forms (``"slider"`` for a bounded number better set by eye). ``late`` options are
+    listed after the others (forms show them last)."""
+    if widget not in (None, "slider"):
+        raise ValueError(f"unknown widget hint {widget!r}")
+    if widget == "slider" and (low is None or high is None):
+        raise ValueError("a slider needs both bounds")
+    meta = {"help": help, "late": late, "low": low, "high": high, "open_low": open_low,
+            "open_high": open_high, "widget": widget}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)
 
 
+def range_error(name: str, value, meta) -> Optional[str]:
+    """Why ``value`` lies outside an option's declared range (None when inside)."""
+    low, high = meta.get("low"), meta.get("high")
+    below = low is not None and (value < low or (meta.get("open_low") and value == low))
+    above = high is not None and (value > high or (meta.get("open_high") and value == high))
+    if not (below or above):
+        return None
+    if low is not None and high is not None:
+        return (f"{name} must be in {'(' if meta.get('open_low') else '['}{low:g}, {high:g}"
+                f"{')' if meta.get('open_high') else ']'}, not {value:g}")
+    if low is not None:
+        bound = (f"> {low:g}" if meta.get("open_low") else
+                 "≥ 0" if low == 0 else f"at least {low:g}")
+        return f"{name} must be {bound}, not {value:g}"
+    return f"{name} must be {'<' if meta.get('open_high') else '≤'} {high:g}, not {value:g}"
+
+
+# Families in the order forms list them; a stage's ``family`` is one of these.
+FAMILIES = ("structured", "unstructured", "low-rank", "quant", "finetune", "kd", "lora",
+            "sampling")
+REGISTRY: dict = {}   # stage name → class, filled as stage modules are imported
+
+
 class Stage:
-    """One compression step. Subclasses set ``name``, define a dataclass ``Config`` and
-    implement ``apply``."""
+    """One compression step. Subclasses set ``name`` and ``family``, define a dataclass
+    ``Config`` and implement ``apply``; defining the class registers it (``STAGES``), so a new
+    method is one new file in this package."""
 
     name: ClassVar[str] = ""
+    family: ClassVar[str] = ""             # one of FAMILIES: forms' order, plots' colour
+    # the options a run's one-line method string shows, e.g. structured-prune(l1, 0.3)
+    headline: ClassVar[tuple] = ()
     # traits the runner and the pages read (a method's facts live in its class only)
     trains: ClassVar[bool] = False         # runs a training loop (its ``steps`` count as training)
     previewable: ClassVar[bool] = False    # its size can be predicted without data or training
@@ -86,6 +125,16 @@ class Stage:
     @dataclass
     class Config:
         pass
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.family not in FAMILIES:
+                raise TypeError(f"stage {cls.name}: family must be one of {FAMILIES}")
+            known = {f.name for f in fields(cls.Config)}
+            if not set(cls.headline) <= known:
+                raise TypeError(f"stage {cls.name}: headline names unknown options")
+            REGISTRY[cls.name] = cls
 
     def __init__(self, config=None, **options):
         if config is not None and options:
@@ -104,8 +153,40 @@ class Stage:
         """Refuse (LiteDiffError) sampling settings this stage cannot honour (e.g. a cache
         interval not below the number of sampling steps); called when a recipe is built."""
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
+    def apply(self, state: CompressState, progress: Optional[Progress] = None,
+              *args, **inputs) -> CompressState:
+        """Run the stage on ``state``: :meth:`transform` makes the new model (from a copy: the
+        state is left intact if it fails), which replaces ``state.unet``, and the stage's log
+        entry (its options, what it reports, its seconds) is appended to ``state.log``. Extra
+        arguments (e.g. ``data=``, ``calibration=``) go to ``transform``."""
+        start = time.perf_counter()
+        model, entry = self.transform(state, progress, *args, **inputs)
+        state.unet = model
+        state.log.append({"stage": self.name, "config": asdict(self.config), **entry,
+                          "seconds": round(time.perf_counter() - start, 3)})
+        return state
+
+    def transform(self, state: CompressState, progress: Optional[Progress] = None) -> tuple:
+        """``(new model, log facts)``: the stage's work on a copy of ``state.unet`` (never on
+        ``state.teacher``); it may add notes and pruning history to ``state``."""
         raise NotImplementedError
+
+    def preview(self, state: CompressState, notes: List[str]) -> Optional[CompressState]:
+        """The state after this stage as far as the model's *size* goes, made without data or
+        training (what forms show before a run; see :func:`~.preview.preview_size`), or None
+        when the size is known only after the stage runs. A stage that previews with a
+        stand-in (e.g. L1 ranking for a gradient ranking) says so in ``notes``."""
+        return self.apply(state) if self.previewable else None
+
+    def can_preview(self) -> bool:
+        """Whether :meth:`preview` gives a size (forms offer a prediction when one does)."""
+        return self.previewable
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line for forms: the first line of the class docstring, up to "; see"."""
+        first = (cls.__doc__ or "").strip().split("\n")[0]
+        return first.split("; see")[0].replace("``", "`").strip()
 
     def to_dict(self) -> dict:
         return {"stage": self.name, "config": asdict(self.config)}
@@ -145,6 +226,9 @@ class Stage:
                     raise LiteDiffError(f"{self.name}: {f.name} must be a number ({kind}), "
                                         f"not {value!r}")
                 value = int(value) if kind == "int" else float(value)
+                why = range_error(f.name, value, f.metadata)
+                if why:
+                    raise LiteDiffError(f"{self.name}: {why}")
             elif choices is not None and value not in choices:
                 raise LiteDiffError(f"{self.name}: unknown {f.name} {value!r}; "
                                     f"choose one of {', '.join(choices)}")
@@ -161,7 +245,9 @@ def type_name(hint) -> str:
 
 
 def describe_config(config_cls) -> List[dict]:
-    """The options of a ``Config`` class: name, type, default, choices (or None) and help."""
+    """The options of a ``Config`` class, for forms: name, type, default, choices (or None),
+    help, and for numbers their range (low, high, open_low, open_high; None where unbounded)
+    and widget hint."""
     hints = typing.get_type_hints(config_cls)
     out = []  # in declaration order, ``late`` options last
     for f in sorted(fields(config_cls), key=lambda f: f.metadata.get("late", False)):
@@ -169,5 +255,8 @@ def describe_config(config_cls) -> List[dict]:
         out.append({"name": f.name, "type": type_name(hints[f.name]),
                     "default": list(default) if isinstance(default, tuple) else default,
                     "choices": list(f.metadata["choices"]) if "choices" in f.metadata else None,
-                    "help": f.metadata.get("help", "")})
+                    "help": f.metadata.get("help", ""),
+                    **{k: f.metadata.get(k) for k in ("low", "high", "widget")},
+                    "open_low": bool(f.metadata.get("open_low")),
+                    "open_high": bool(f.metadata.get("open_high"))})
     return out

@@ -24,7 +24,7 @@ the recipe's sampling steps.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 import torch
@@ -182,41 +182,38 @@ class DeepCache(Stage):
     """Feature caching across sampling steps (DeepCache); see the module docstring."""
 
     name = "deepcache"
+    family = "sampling"
+    headline = ("interval",)
     must_be_last: ClassVar[bool] = True
 
     @dataclass
     class Config:
         interval: int = option(3, "run the whole UNet every N steps and reuse its deep "
-                                  "features in between (N ≥ 2)")
+                                  "features in between", low=2)
         branch: int = option(0, "skip branch kept live on cached steps: 0 = only the "
-                                "full-resolution level (fastest), higher = more levels")
+                                "full-resolution level (fastest), higher = more levels", low=0)
 
     def check(self) -> None:
-        if self.config.interval < 2:
-            raise LiteDiffError(f"deepcache: interval must be at least 2 (1 caches nothing), "
-                                f"not {self.config.interval}")
-        if self.config.branch < 0:
-            raise LiteDiffError(f"deepcache: branch must be ≥ 0, not {self.config.branch}")
+        """Ranges are declared with the options; the branch's upper bound depends on the
+        architecture and is checked in :meth:`apply`."""
 
     def check_sampling(self, steps: int) -> None:
         if self.config.interval >= steps:
             raise LiteDiffError(f"deepcache: interval {self.config.interval} must be below the "
                                 f"sampling steps ({steps}), or only the first step is computed")
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
+    def transform(self, state: CompressState, progress: Optional[Progress] = None):
+        """Wrap ``state.unet`` (its weights are shared, not changed) in a caching UNet."""
         c = self.config
         report(progress, 0, 1, f"{self.name}: wrapping")
         wrapped = DeepCacheUNet(state.unet, c.interval, c.branch).eval()
         full = wrapped.size_report()
         share = full["cached_step_macs"] / full["macs_per_image"]
-        state.unet = wrapped
-        state.log.append({"stage": self.name, "config": asdict(c),
-                          "cached_step_macs_fraction": share})
         state.note(f"deepcache: every {c.interval} steps the whole UNet runs; the steps between "
                    f"reuse its deep features and cost {share:.0%} of a full step's MACs. No "
                    f"weight changes: per-step latency is a full step's, the gain is per image")
         report(progress, 1, 1, f"{self.name}: done")
-        return state
+        return wrapped, {"cached_step_macs_fraction": share}
 
 
 # ----------------------------------------------------------------------------- saving

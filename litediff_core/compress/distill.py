@@ -22,7 +22,6 @@ it from that config). A fresh student needs many steps and a larger ``lr`` (e.g.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,50 +30,63 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
-from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, kd_loss,
+from ._training import (TrainingOptions, TrainingStage, kd_loss,
                         loop_options, recovery_kwargs, train_noise_prediction, training_data,
                         training_entry)
 from ._io_hooks import require_torch_weights
-from .base import CompressState, Stage, clone_model, option
+from .base import CompressState, clone_model, option
 from .io import _plain
 
 SCALES = (1, 2, 4)
 
 
-class Distill(Stage):
+class Distill(TrainingStage):
     """Knowledge distillation from ``state.teacher``; see the module docstring."""
 
     name = "distill"
-    trains = True
-
-    added_options = CURVE_DEFAULTS
+    family = "kd"
+    headline = ("scale", "steps")
 
     @dataclass
     class Config(TrainingOptions):
-        lr: float = option(2e-4, "peak learning rate (Adam); a fresh student wants ~1e-3")
+        lr: float = option(2e-4, "peak learning rate (Adam); a fresh student wants ~1e-3",
+                           low=0.0, open_low=True)
         seed: int = option(0, "seed of the fresh student, images, timesteps and noise")
         kd_frac: float = option(0.7, "weight of the teacher term; 1 − kd_frac weighs the true "
-                                     "noise")
+                                     "noise", low=0.0, high=1.0, widget="slider")
         fresh: bool = option(False, "distill into a new, randomly initialised student instead "
                                     "of the current model")
-        scale: int = option(1, "fresh student: divide every block's channels by 1, 2 or 4")
+        scale: int = option(1, "fresh student: divide every block's channels by 1, 2 or 4",
+                             low=1, high=4)
+
+    def can_preview(self) -> bool:
+        return self.config.fresh
+
+    def preview(self, state, notes):
+        """A fresh student's size is known before training: it is built (random weights);
+        distilling into the current model keeps its size (known only after the run)."""
+        if not self.config.fresh:
+            return None
+        student, _ = fresh_student(state.teacher if state.teacher is not None else state.unet,
+                                   self.config.scale, self.config.seed)
+        notes.append(f"distill: a fresh student with 1/{self.config.scale} of the channels "
+                     f"replaces the model")
+        state.unet, state.pruning_history = student, []
+        return state
 
     def check(self) -> None:
-        check_training(self.name, self.config)
+        super().check()
         c = self.config
-        if not 0.0 <= c.kd_frac <= 1.0:
-            raise LiteDiffError(f"{self.name}: kd_frac must be in [0, 1], not {c.kd_frac}")
         if c.scale not in SCALES:
             raise LiteDiffError(f"{self.name}: scale must be one of 1, 2, 4, not {c.scale}")
         if c.scale != 1 and not c.fresh:
             raise LiteDiffError(f"{self.name}: scale {c.scale} makes a new student: set "
                                 f"fresh=true (the current model cannot be rescaled)")
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              data=None) -> CompressState:
-        """Distill into a copy of ``state.unet`` (or a fresh student) and put it in the
-        state. ``data`` (else ``state.data``, else the state's dataset) gives the images."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None, data=None):
+        """Distill into a copy of ``state.unet`` (or a fresh student). ``data`` (else
+        ``state.data``, else the state's dataset) gives the images."""
+        c = self.config
         teacher = state.teacher
         if teacher is None and (c.kd_frac > 0 or c.fresh):
             raise LiteDiffError(f"{self.name}: the state has no teacher (start the state with "
@@ -98,10 +110,8 @@ class Distill(Stage):
                 state.note("distill: a fresh student replaced the pruned model; the pruning "
                            "history no longer applies and was cleared")
             state.pruning_history = []
-        state.unet = student
-        state.log.append({**training_entry(self, result, start, recovery),
-                          "params": count_params(student), **info})
-        return state
+        return student, {**training_entry(self, result, recovery),
+                         "params": count_params(student), **info}
 
 
 def scaled_config(config, scale: int) -> dict:

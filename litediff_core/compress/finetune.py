@@ -19,7 +19,6 @@ the options of "Towards Tiny Diffusion":
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,31 +27,32 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_nonzero
 from ..progress import Progress
-from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, l1_penalty,
+from ._training import (TrainingOptions, TrainingStage, l1_penalty,
                         loop_options, recovery_kwargs, sparsity, train_noise_prediction,
                         training_data, training_entry)
 from ._io_hooks import require_torch_weights
-from .base import CompressState, Stage, clone_model, option
+from .base import CompressState, clone_model, option
 from .unstructured import apply_masks, masks
 
 
-class FineTune(Stage):
+class FineTune(TrainingStage):
     """Fine-tune the current UNet on its dataset; see the module docstring."""
 
     name = "finetune"
-    trains = True
-
-    added_options = CURVE_DEFAULTS
+    family = "finetune"
+    headline = ("steps",)
 
     @dataclass
     class Config(TrainingOptions):
-        l1_lambda: float = option(0.0, "weight of the L1 penalty λ·Σ|w| (Towards Tiny Diffusion)")
-        regrowth: float = option(0.0, "probability that each pruned (masked) weight regrows")
-        regrowth_every: int = option(0, "regrow every this many steps (0: once, at the end)")
+        l1_lambda: float = option(0.0, "weight of the L1 penalty λ·Σ|w| (Towards Tiny Diffusion)",
+                                 low=0.0)
+        regrowth: float = option(0.0, "probability that each pruned (masked) weight regrows",
+                                low=0.0, high=1.0, widget="slider")
+        regrowth_every: int = option(0, "regrow every this many steps (0: once, at the end)", low=0)
         seed: int = option(0, "seed of images, timesteps, noise and regrowth draws")
 
     def check(self) -> None:
-        check_training(self.name, self.config)
+        super().check()
         c = self.config
         if c.l1_lambda < 0:
             raise LiteDiffError(f"{self.name}: l1_lambda must be ≥ 0, not {c.l1_lambda}")
@@ -61,11 +61,10 @@ class FineTune(Stage):
         if c.regrowth_every < 0:
             raise LiteDiffError(f"{self.name}: regrowth_every must be ≥ 0")
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              data=None) -> CompressState:
-        """Fine-tune a copy of ``state.unet`` and put it in the state. ``data`` (else
-        ``state.data``, else the state's dataset) gives the images."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None, data=None):
+        """Fine-tune a copy of ``state.unet``. ``data`` (else ``state.data``, else the state's
+        dataset) gives the images."""
+        c = self.config
         require_torch_weights(state.unet, self.name)
         data = training_data(state, data, self.name)
         unet = clone_model(state.unet)
@@ -100,15 +99,12 @@ class FineTune(Stage):
             progress=progress, who=self.name, **recovery)
         if c.regrowth > 0 and not every:
             regrow(c.steps, unet)
-        state.unet = unet
-        entry = {**training_entry(self, result, start, recovery),
-                 "nonzero_params": count_nonzero(unet)}
+        entry = {**training_entry(self, result, recovery), "nonzero_params": count_nonzero(unet)}
         if sparsity_before is not None:
             entry.update(sparsity_before=sparsity_before, sparsity_after=sparsity(unet),
                          regrowth_events=regrown["events"], regrown_weights=regrown["weights"])
-        state.log.append(entry)
         if c.regrowth > 0 and sparsity_before is None:
             state.note("finetune: regrowth was asked for but the model has no pruning masks "
                        "(nothing to regrow)")
-        return state
+        return unet, entry
 

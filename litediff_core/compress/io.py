@@ -16,13 +16,12 @@ patched, then the safetensors weights loaded strictly and the masks re-applied.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Tuple
 
 import torch
 
-from ..fileio import replace_dir
+from ..fileio import atomic_dir
 from ..errors import ModelSourceError
 from ..models.io import META_FILE, save_model
 from ._io_hooks import finish_extras, rebuild_extras, save_extras, torch_unet
@@ -49,19 +48,17 @@ def save_compressed(state, folder, meta: dict) -> Path:
                                     "structured": bool(state.pruning_history),
                                     "unstructured": bool(mask_dict),
                                     "notes": list(state.notes), "log": list(state.log)}}
-    staging = folder.with_name(folder.name + ".saving")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(unet, state.scheduler, staging, card)
-    (staging / HISTORY_FILE).write_text(json.dumps({
-        "format": FORMAT,
-        "original_config": _plain(dict(unet.config)),
-        "pruning_history": state.pruning_history,
-        "extras": save_extras(state.unet, staging),  # low-rank layers, quantization, ONNX files
-    }))
-    if mask_dict:
-        save_file({k: v.to(torch.uint8).contiguous() for k, v in mask_dict.items()},
-                  str(staging / MASKS_FILE))
-    replace_dir(staging, folder)
+    with atomic_dir(folder) as staging:
+        save_model(unet, state.scheduler, staging, card)
+        (staging / HISTORY_FILE).write_text(json.dumps({
+            "format": FORMAT,
+            "original_config": _plain(dict(unet.config)),
+            "pruning_history": state.pruning_history,
+            "extras": save_extras(state.unet, staging),  # low-rank, quantization, ONNX files
+        }))
+        if mask_dict:
+            save_file({k: v.to(torch.uint8).contiguous() for k, v in mask_dict.items()},
+                      str(staging / MASKS_FILE))
     return folder
 
 

@@ -24,7 +24,6 @@ exact result.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -35,11 +34,11 @@ from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
 from ._common import PROTECT_SETS, all_submodules, protected_modules
-from ._training import (CURVE_DEFAULTS, TrainingOptions, check_training, kd_loss,
+from ._training import (TrainingOptions, TrainingStage, kd_loss,
                         loop_options, recovery_kwargs, refresh_masked_weights,
                         train_noise_prediction, training_data, training_entry)
 from ._io_hooks import require_torch_weights
-from .base import CompressState, Stage, clone_model, option
+from .base import CompressState, clone_model, option
 
 LAYER_KINDS = {"conv": nn.Conv2d, "linear": nn.Linear}
 ADAPTER = "litediff"
@@ -47,42 +46,37 @@ SPARSE_NOTE = ("lora: on masked (sparse) layers the adapters' update at pruned p
                "dropped when merging, so the merged model only approximates the trained one")
 
 
-class LoRA(Stage):
+class LoRA(TrainingStage):
     """Train LoRA adapters and merge them back; see the module docstring."""
 
     name = "lora"
-    trains = True
-
-    added_options = CURVE_DEFAULTS
+    family = "lora"
+    headline = ("steps",)
 
     @dataclass
     class Config(TrainingOptions):
-        lr: float = option(1e-3, "peak learning rate (Adam) of the adapters")
+        lr: float = option(1e-3, "peak learning rate (Adam) of the adapters", low=0.0,
+                           open_low=True)
         ema: bool = option(False, "end with the exponential moving average of the adapters")
         seed: int = option(0, "seed of the adapters' initialisation, images, timesteps, noise")
-        r: int = option(4, "adapter rank")
-        alpha: float = option(4.0, "adapter scale numerator: the update is (alpha / r) · B·A")
+        r: int = option(4, "adapter rank", low=1)
+        alpha: float = option(4.0, "adapter scale numerator: the update is (alpha / r) · B·A",
+                              low=0.0, open_low=True)
         layers: Tuple[str, ...] = option(("conv", "linear"), "layer kinds that get adapters",
                                          tuple(LAYER_KINDS))
         protect: Tuple[str, ...] = option((), "modules left without adapters", PROTECT_SETS)
-        kd_frac: float = option(0.0, "weight of distillation from the teacher (0: none)")
+        kd_frac: float = option(0.0, "weight of distillation from the teacher (0: none)",
+                                low=0.0, high=1.0, widget="slider")
 
     def check(self) -> None:
-        check_training(self.name, self.config)
+        super().check()
         c = self.config
-        if c.r < 1:
-            raise LiteDiffError(f"{self.name}: r must be at least 1")
-        if c.alpha <= 0:
-            raise LiteDiffError(f"{self.name}: alpha must be > 0")
         if not c.layers:
             raise LiteDiffError(f"{self.name}: choose at least one layer kind (conv, linear)")
-        if not 0.0 <= c.kd_frac <= 1.0:
-            raise LiteDiffError(f"{self.name}: kd_frac must be in [0, 1], not {c.kd_frac}")
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              data=None) -> CompressState:
-        """Train adapters on a copy of ``state.unet``, merge them, put it in the state."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None, data=None):
+        """Train adapters on a copy of ``state.unet`` and merge them into its weights."""
+        c = self.config
         if c.kd_frac > 0 and state.teacher is None:
             raise LiteDiffError(f"{self.name}: kd_frac > 0 needs the state's teacher")
         require_torch_weights(state.unet, self.name)
@@ -97,15 +91,13 @@ class LoRA(Stage):
                 progress=progress, who=self.name, **recovery)
         finally:
             merged = merge_adapters(unet)
-        state.unet = unet
-        state.log.append({**training_entry(self, result, start, recovery), **info,
-                          "merged_layers": merged["layers"], "params": count_params(unet)})
         if merged["masked_layers"]:
             state.note(SPARSE_NOTE)
         state.note("lora: adapters are merged into the weights — no extra parameters or "
                    "inference cost, and no size reduction (low-rank factorisation is another "
                    "stage)")
-        return state
+        return unet, {**training_entry(self, result, recovery), **info,
+                      "merged_layers": merged["layers"], "params": count_params(unet)}
 
 
 def lora_targets(unet: nn.Module, layers=("conv", "linear"), protect=()) -> list:

@@ -27,8 +27,7 @@ Saving: the layers' names and ranks go to ``pruning_history.json`` through an IO
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -137,28 +136,24 @@ class LowRank(Stage):
     docstring."""
 
     name = "low-rank"
+    family = "low-rank"
+    headline = ("rank", "factor")
     previewable = True
 
     @dataclass
     class Config:
-        factor: float = option(4.0, "rank = full rank / factor (≥ 1) where rank is 0")
+        factor: float = option(4.0, "rank = full rank / factor where rank is 0", low=1.0)
         rank: int = option(0, "explicit rank for every layer (capped at its full rank); "
-                              "0 = use factor")
+                              "0 = use factor", low=0)
         min_params_saving: float = option(0.1, "replace a layer only where it loses at least "
-                                               "this fraction of its weights, in [0, 1)")
+                                               "this fraction of its weights",
+                                         low=0.0, high=1.0, open_high=True, widget="slider")
         layers: Tuple[str, ...] = option(LAYER_KINDS, "layer types factorised", LAYER_KINDS)
         protect: Tuple[str, ...] = option(("time_embedding", "first_last_conv"),
                                           "modules left as they are", PROTECT_SETS)
 
     def check(self) -> None:
-        c = self.config
-        if c.factor < 1.0:
-            raise LiteDiffError(f"{self.name}: factor must be at least 1, not {c.factor}")
-        if c.rank < 0:
-            raise LiteDiffError(f"{self.name}: rank must be 0 (use factor) or positive")
-        if not 0.0 <= c.min_params_saving < 1.0:
-            raise LiteDiffError(f"{self.name}: min_params_saving must be in [0, 1), "
-                                f"not {c.min_params_saving}")
+        """Ranges are declared with the options."""
 
     def layer_rank(self, layer: nn.Module) -> int:
         full = full_rank(layer)
@@ -166,9 +161,9 @@ class LowRank(Stage):
             return min(self.config.rank, full)
         return max(1, int(full // self.config.factor))
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
-        """Factorise a copy of ``state.unet`` and put it in the state."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None):
+        """Factorise a copy of ``state.unet``."""
+        c = self.config
         require_torch_weights(state.unet, self.name)
         unet = clone_model(state.unet)
         params_before = count_params(unet)
@@ -194,10 +189,6 @@ class LowRank(Stage):
                          "full_rank": full_rank(layer), "weights_before": dense,
                          "weights_after": after, "energy_kept": round(kept, 6)})
             report(progress, i + 1, len(candidates), f"{self.name}: {name} -> rank {rank}")
-        state.unet = unet
-        state.log.append({"stage": self.name, "config": asdict(c), "layers": len(rows),
-                          "params_before": params_before, "params_after": count_params(unet),
-                          "factorised": rows, "seconds": round(time.perf_counter() - start, 3)})
         if rows:
             state.note(NOTE)
         else:
@@ -206,7 +197,8 @@ class LowRank(Stage):
         if lost_masks:
             state.note(f"{self.name}: {lost_masks} masked layers were factorised from their "
                        f"masked weights; their sparsity is gone")
-        return state
+        return unet, {"layers": len(rows), "params_before": params_before,
+                      "params_after": count_params(unet), "factorised": rows}
 
 
 # ----------------------------------------------------------------------------- saving

@@ -18,10 +18,9 @@ very same int8 values.
 
 from __future__ import annotations
 
-import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -73,15 +72,16 @@ class DynamicInt8(Stage):
     """Dynamic int8 quantization of Linear layers (PyTorch); see the module docstring."""
 
     name = "quant-dynamic"
+    family = "quant"
 
     @dataclass
     class Config:
         protect: Tuple[str, ...] = option(("time_embedding",), "modules left in fp32",
                                           PROTECT_SETS)
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None) -> CompressState:
-        """Quantize a copy of ``state.unet`` and put it in the state."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None):
+        """Quantize a copy of ``state.unet``."""
+        c = self.config
         require_torch_weights(state.unet, self.name)
         if dynamic_layers(state.unet):
             raise LiteDiffError(f"{self.name}: the model is already dynamically quantized")
@@ -100,15 +100,12 @@ class DynamicInt8(Stage):
         report(progress, 0, 1, f"{self.name}: converting {len(names)} Linear layers")
         quantize_linear_layers(unet, names)
         report(progress, 1, 1, f"{self.name}: done")
-        state.unet = unet
-        state.log.append({"stage": self.name, "config": asdict(c), "layers": len(names),
-                          "macs_fraction_int8": covered, "linear_weights": linear_params,
-                          "weights_fraction_int8": linear_params / params_total,
-                          "seconds": round(time.perf_counter() - start, 3)})
         state.note(f"dynamic int8 (PyTorch): Linear layers only; convolutions stay fp32. The "
                    f"converted layers carry {covered:.1%} of the MACs and "
                    f"{linear_params / params_total:.1%} of the weights; CPU only")
-        return state
+        return unet, {"layers": len(names), "macs_fraction_int8": covered,
+                      "linear_weights": linear_params,
+                      "weights_fraction_int8": linear_params / params_total}
 
 
 # ----------------------------------------------------------------------------- saving

@@ -38,7 +38,6 @@ Saving (IO hook): the torch model is saved as usual and ``onnx/unet_int8.onnx`` 
 from __future__ import annotations
 
 import tempfile
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -52,7 +51,7 @@ import torch.nn as nn
 from ..errors import LiteDiffError, MetricError
 from ..progress import Progress, report
 from ..samplers import SAMPLERS
-from ._calibration import CalibrationBatch, calibration_inputs, check_calibration
+from ._calibration import CalibrationBatch, calibration_inputs
 from ._io_hooks import IOHook, register_io_hook
 from .base import CompressState, Stage, clone_model, option
 from .unstructured import make_permanent
@@ -327,6 +326,7 @@ class OnnxInt8(Stage):
     """Static int8 with ONNX Runtime (real CPU speed-up); see the module docstring."""
 
     name = "quant-onnx-int8"
+    family = "quant"
 
     @dataclass
     class Config:
@@ -340,30 +340,26 @@ class OnnxInt8(Stage):
         calibration: str = option("percentile", "activation ranges: the percentile of |x| "
                                   "over the calibration inputs, or their min/max",
                                   CALIBRATION_METHODS)
-        percentile: float = option(99.99, "percentile calibration: the percentile kept")
-        calib_images: int = option(32, "calibration: images sampled")
-        calib_steps: int = option(50, "calibration: sampling steps of the trajectory")
-        calib_every: int = option(5, "calibration: record the UNet input every c-th step")
+        percentile: float = option(99.99, "percentile calibration: the percentile kept",
+                                    low=90.0, high=100.0)
+        calib_images: int = option(32, "calibration: images sampled", low=1)
+        calib_steps: int = option(50, "calibration: sampling steps of the trajectory", low=1)
+        calib_every: int = option(5, "calibration: record the UNet input every c-th step", low=1)
         calib_sampler: str = option("ddim", "calibration: sampler", SAMPLERS)
         seed: int = option(0, "calibration: seed of the starting noise")
-        threads: int = option(0, "ONNX Runtime intra-op threads; 0 = torch.get_num_threads()")
+        threads: int = option(0, "ONNX Runtime intra-op threads; 0 = torch.get_num_threads()",
+                             low=0)
 
     def check(self) -> None:
         c = self.config
         if not c.op_types:
             raise LiteDiffError(f"{self.name}: choose at least one operator type")
-        if c.threads < 0:
-            raise LiteDiffError(f"{self.name}: threads must be 0 (follow torch) or positive")
-        if not 90.0 <= c.percentile <= 100.0:
-            raise LiteDiffError(f"{self.name}: percentile must be in [90, 100], not "
-                                f"{c.percentile}")
-        check_calibration(self.name, c.calib_images, c.calib_steps, c.calib_every)
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              calibration: Optional[List[CalibrationBatch]] = None) -> CompressState:
-        """Export, quantize and wrap ``state.unet``; ``calibration`` (else batches sampled with
-        ``state.scheduler``'s config) feeds the activation ranges."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None,
+                  calibration: Optional[List[CalibrationBatch]] = None):
+        """Export, quantize and wrap a copy of ``state.unet``; ``calibration`` (else batches
+        sampled with ``state.scheduler``'s config) feeds the activation ranges."""
+        c = self.config
         _require_onnx()
         if isinstance(state.unet, OnnxUNet):
             raise LiteDiffError(f"{self.name}: the model is already an ONNX Runtime model")
@@ -389,14 +385,6 @@ class OnnxInt8(Stage):
         export_error = _relative_error(model.fp32_reference(), source, check)
         int8_error = _relative_error(model, source, check)
         report(progress, 3, 3, f"{self.name}: done")
-        state.unet = model
-        state.log.append({"stage": self.name, "config": asdict(c), "fp32_onnx_bytes": len(fp32),
-                          "int8_onnx_bytes": len(int8), **info,
-                          "calibration_timesteps": [b.timestep for b in calibration],
-                          "calibration_samples": sum(b.sample.shape[0] for b in calibration),
-                          "relative_error_ort_fp32": export_error,
-                          "relative_error_int8": int8_error,
-                          "seconds": round(time.perf_counter() - start, 3)})
         state.note(f"real int8 (ONNX Runtime, static QDQ: "
                    f"{'per-channel' if c.per_channel else 'per-tensor'} "
                    f"{'7-bit' if c.reduce_range else 'int8'} weights, "
@@ -406,7 +394,11 @@ class OnnxInt8(Stage):
                    f"{', first and last conv in fp32' if c.keep_first_last else ''}): CPU only; "
                    f"the model is now an ONNX Runtime session, so PyTorch stages (pruning, "
                    f"fine-tuning) cannot follow it")
-        return state
+        return model, {"fp32_onnx_bytes": len(fp32), "int8_onnx_bytes": len(int8), **info,
+                       "calibration_timesteps": [b.timestep for b in calibration],
+                       "calibration_samples": sum(b.sample.shape[0] for b in calibration),
+                       "relative_error_ort_fp32": export_error,
+                       "relative_error_int8": int8_error}
 
 
 # ----------------------------------------------------------------------------- saving

@@ -28,8 +28,7 @@ ranges go to ``pruning_history.json`` and the hooks are re-attached on loading.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -38,7 +37,7 @@ import torch.nn as nn
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 from ..samplers import SAMPLERS
-from ._calibration import CalibrationBatch, calibration_inputs, check_calibration
+from ._calibration import CalibrationBatch, calibration_inputs
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._io_hooks import IOHook, register_io_hook, require_torch_weights
 from .base import CompressState, Stage, clone_model, option
@@ -179,45 +178,41 @@ class SimulatedQuant(Stage):
     """Fake-quantize weights and activations (quality only); see the module docstring."""
 
     name = "quant-simulated"
+    family = "quant"
+    headline = ("weight_bits",)
 
     @dataclass
     class Config:
-        weight_bits: int = option(8, "bits of the weights (2..16), symmetric")
-        act_bits: int = option(8, "bits of each layer's input (2..16); 0 = fp32 activations")
+        weight_bits: int = option(8, "bits of the weights, symmetric", low=2, high=16)
+        act_bits: int = option(8, "bits of each layer's input (2 to 16); 0 = fp32 activations",
+                             low=0, high=16)
         per_channel: bool = option(True, "one weight scale per output channel (else per tensor)")
         act_range: str = option("minmax", "activation range from calibration", ACT_RANGES)
-        percentile: float = option(99.99, "percentile range: upper percentile (lower = 100 − p)")
+        percentile: float = option(99.99, "percentile range: upper percentile (lower = 100 − p)",
+                                    low=50.0, high=100.0, open_low=True)
         act_symmetric: bool = option(False, "symmetric activation grid (else affine)")
         protect: Tuple[str, ...] = option(("first_last_conv",), "modules left in fp32",
                                           PROTECT_SETS)
-        calib_images: int = option(32, "calibration: images sampled")
-        calib_steps: int = option(50, "calibration: sampling steps of the trajectory")
-        calib_every: int = option(5, "calibration: record the UNet input every c-th step")
+        calib_images: int = option(32, "calibration: images sampled", low=1)
+        calib_steps: int = option(50, "calibration: sampling steps of the trajectory", low=1)
+        calib_every: int = option(5, "calibration: record the UNet input every c-th step", low=1)
         calib_sampler: str = option("ddim", "calibration: sampler", SAMPLERS)
         seed: int = option(0, "calibration: seed of the starting noise")
 
     def check(self) -> None:
         c = self.config
-        if not 2 <= c.weight_bits <= 16:
-            raise LiteDiffError(f"{self.name}: weight_bits must be in 2..16, not {c.weight_bits}")
-        if c.act_bits != 0 and not 2 <= c.act_bits <= 16:
-            raise LiteDiffError(f"{self.name}: act_bits must be 0 (fp32) or in 2..16, "
-                                f"not {c.act_bits}")
-        if not 50.0 < c.percentile <= 100.0:
-            raise LiteDiffError(f"{self.name}: percentile must be in (50, 100], "
-                                f"not {c.percentile}")
-        check_calibration(self.name, c.calib_images, c.calib_steps, c.calib_every)
+        if c.act_bits == 1:
+            raise LiteDiffError(f"{self.name}: act_bits must be 0 (fp32) or in 2..16, not 1")
 
     def label(self) -> str:
         c = self.config
         return f"W{c.weight_bits}A{c.act_bits if c.act_bits else 32}"
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              calibration: Optional[List[CalibrationBatch]] = None) -> CompressState:
-        """Quantize a copy of ``state.unet`` and put it in the state. ``calibration`` (else
-        batches sampled with ``state.scheduler``'s config) feeds the activation ranges and the
-        reported error."""
-        c, start = self.config, time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None,
+                  calibration: Optional[List[CalibrationBatch]] = None):
+        """Quantize a copy of ``state.unet``. ``calibration`` (else batches sampled with
+        ``state.scheduler``'s config) feeds the activation ranges and the reported error."""
+        c = self.config
         require_torch_weights(state.unet, self.name)
         unet = make_permanent(clone_model(state.unet)).eval()
         skip = all_submodules(protected_modules(unet, c.protect))
@@ -239,15 +234,11 @@ class SimulatedQuant(Stage):
                     *ranges[name], c.act_bits, c.act_symmetric))
         error = _eps_error(reference, unet, calibration)
         report(progress, 1, 1, f"{self.name}: done")
-        state.unet = unet
-        state.log.append({"stage": self.name, "config": asdict(c), "label": self.label(),
-                          "layers": len(layers),
-                          "calibration_timesteps": [b.timestep for b in calibration],
-                          "calibration_samples": sum(b.sample.shape[0] for b in calibration),
-                          "relative_eps_error": error,
-                          "seconds": round(time.perf_counter() - start, 3)})
         state.note(NOTE.format(self.label()))
-        return state
+        return unet, {"label": self.label(), "layers": len(layers),
+                      "calibration_timesteps": [b.timestep for b in calibration],
+                      "calibration_samples": sum(b.sample.shape[0] for b in calibration),
+                      "relative_eps_error": error}
 
     def _calibrate(self, unet, layers, calibration) -> Dict[str, Tuple[float, float]]:
         c = self.config

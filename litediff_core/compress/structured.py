@@ -43,7 +43,6 @@ After ``step()`` the stale diffusers attributes are patched (:func:`patch_diffus
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
@@ -121,38 +120,46 @@ class StructuredPrune(Stage):
     """Remove whole channels (Torch-Pruning); see the module docstring."""
 
     name = "structured-prune"
+    family = "structured"
+    headline = ("importance", "ratio")
     previewable = True
 
     @dataclass
     class Config:
         ratio: float = option(0.3, "fraction of channels removed from each layer (or overall "
-                                   "with global pruning), in [0, 1)")
+                                   "with global pruning)", low=0.0, high=1.0, open_high=True,
+                              widget="slider")
         importance: str = option("l1", "how channels are ranked", IMPORTANCES)
         global_pruning: bool = option(False, "rank channels across all layers instead of "
                                              "within each layer")
         protect: Tuple[str, ...] = option(("time_embedding",), "modules whose weights keep "
                                                                "their shape", PROTECT_SETS)
-        batches: int = option(4, "taylor: batches of images for the gradients")
-        batch_size: int = option(32, "taylor / diff-pruning: images per batch")
-        timesteps: int = option(100, "diff-pruning: evenly spaced timesteps visited from t=0 up")
-        threshold: float = option(0.05, "diff-pruning: stop when L_t < threshold · L_max")
+        batches: int = option(4, "taylor: batches of images for the gradients", low=1)
+        batch_size: int = option(32, "taylor / diff-pruning: images per batch", low=1)
+        timesteps: int = option(100, "diff-pruning: evenly spaced timesteps visited from t=0 up",
+                                low=1)
+        threshold: float = option(0.05, "diff-pruning: stop when L_t < threshold · L_max",
+                                    low=0.0, high=1.0, open_high=True)
         seed: int = option(0, "seed of random scores, images, timesteps and noise")
 
-    def check(self) -> None:
+    def preview(self, state, notes):
+        """Gradient rankings need data: previewed with L1 ranking, which removes the same number
+        of channels per layer (global pruning may spread them differently)."""
         c = self.config
-        if not 0.0 <= c.ratio < 1.0:
-            raise LiteDiffError(f"{self.name}: ratio must be in [0, 1), not {c.ratio}")
-        if c.batches < 1 or c.batch_size < 1 or c.timesteps < 1:
-            raise LiteDiffError(f"{self.name}: batches, batch_size and timesteps must be at "
-                                f"least 1")
-        if not 0.0 <= c.threshold < 1.0:
-            raise LiteDiffError(f"{self.name}: threshold must be in [0, 1), not {c.threshold}")
+        if c.importance in ("taylor", "diff-pruning"):
+            notes.append(f"{c.importance} ranking needs data and gradients: predicted with l1 "
+                         f"ranking" + (" (global pruning: channel counts may differ)"
+                                       if c.global_pruning else " (same channel count per layer)"))
+            return type(self)({**asdict(c), "importance": "l1"}).apply(state)
+        return self.apply(state)
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              data=None) -> CompressState:
-        """Prune a copy of ``state.unet`` and put it in the state. ``data`` (else
-        ``state.data``) feeds the gradient importances."""
-        c, start = self.config, time.perf_counter()
+    def check(self) -> None:
+        """Ranges are declared with the options."""
+
+    def transform(self, state: CompressState, progress: Optional[Progress] = None, data=None):
+        """Prune a copy of ``state.unet``. ``data`` (else ``state.data``) feeds the gradient
+        importances."""
+        c = self.config
         require_plain_unet(state.unet, self.name)
         if torch_prune.is_pruned(state.unet):
             raise LiteDiffError(f"{self.name}: the model carries unstructured pruning masks; "
@@ -163,11 +170,7 @@ class StructuredPrune(Stage):
         if c.ratio > 0:
             history, info = self._prune(unet, state.scheduler,
                                         data if data is not None else state.data, progress)
-        state.unet = unet
         state.pruning_history.extend(history)
-        state.log.append({"stage": self.name, "config": asdict(c),
-                          "params_before": params_before, "params_after": count_params(unet),
-                          "seconds": round(time.perf_counter() - start, 3), **info})
         if c.ratio > 0:
             state.note("structured pruning: parameters and MACs fall, but CPU latency does not "
                        "follow MACs one to one — measure it; quality needs fine-tuning")
@@ -175,7 +178,7 @@ class StructuredPrune(Stage):
                 state.note(f"structured pruning removed {info['channels_removed']:.0%} of the "
                            f"channels for a ratio of {c.ratio:g}: channels go in steps of the "
                            f"GroupNorm group count, small layers lose more")
-        return state
+        return unet, {"params_before": params_before, "params_after": count_params(unet), **info}
 
     def _prune(self, unet, scheduler, data, progress):
         """Prune ``unet`` in place; returns (JSON-able pruning history, log entries)."""

@@ -26,7 +26,6 @@ MACs and latency are unchanged (a note is added to the state).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -66,35 +65,40 @@ class UnstructuredPrune(Stage):
     """Zero individual weights behind persistent masks; see the module docstring."""
 
     name = "unstructured-prune"
+    family = "unstructured"
+    headline = ("method", "ratio")
     previewable = True
 
     @dataclass
     class Config:
         ratio: float = option(0.5, "fraction of weights zeroed (per layer, or overall for "
-                                   "global), in [0, 1)")
+                                   "global)", low=0.0, high=1.0, open_high=True, widget="slider")
         method: str = option("l1", "how weights are ranked", METHODS)
         protect: Tuple[str, ...] = option(("time_embedding",), "modules left dense",
                                           PROTECT_SETS)
-        alpha: float = option(1.0, "tiny-diffusion: weight of |w|")
-        beta: float = option(1.0, "tiny-diffusion: weight of |dL/dw|")
-        batches: int = option(4, "tiny-diffusion: batches of images for the gradients")
-        batch_size: int = option(32, "tiny-diffusion: images per batch")
+        alpha: float = option(1.0, "tiny-diffusion: weight of |w|", low=0.0)
+        beta: float = option(1.0, "tiny-diffusion: weight of |dL/dw|", low=0.0)
+        batches: int = option(4, "tiny-diffusion: batches of images for the gradients", low=1)
+        batch_size: int = option(32, "tiny-diffusion: images per batch", low=1)
         seed: int = option(0, "seed of random scores, images, timesteps and noise")
+
+    def preview(self, state, notes):
+        """Gradient rankings need data: previewed with L1 ranking (same zeros per layer)."""
+        if self.config.method == "tiny-diffusion":
+            notes.append("tiny-diffusion ranking needs gradients: predicted with l1 ranking "
+                         "(same number of zeros per layer)")
+            return type(self)({**asdict(self.config), "method": "l1"}).apply(state)
+        return self.apply(state)
 
     def check(self) -> None:
         c = self.config
-        if not 0.0 <= c.ratio < 1.0:
-            raise LiteDiffError(f"{self.name}: ratio must be in [0, 1), not {c.ratio}")
-        if c.alpha < 0 or c.beta < 0 or (c.method == "tiny-diffusion" and c.alpha == c.beta == 0):
-            raise LiteDiffError(f"{self.name}: alpha and beta must be ≥ 0 and not both 0")
-        if c.batches < 1 or c.batch_size < 1:
-            raise LiteDiffError(f"{self.name}: batches and batch_size must be at least 1")
+        if c.method == "tiny-diffusion" and c.alpha == c.beta == 0:
+            raise LiteDiffError(f"{self.name}: alpha and beta must not both be 0")
 
-    def apply(self, state: CompressState, progress: Optional[Progress] = None,
-              data=None) -> CompressState:
-        """Mask a copy of ``state.unet`` and put it in the state. ``data`` (else ``state.data``)
-        feeds the gradient methods."""
-        c, method, start = self.config, METHODS[self.config.method], time.perf_counter()
+    def transform(self, state: CompressState, progress: Optional[Progress] = None, data=None):
+        """Mask a copy of ``state.unet``. ``data`` (else ``state.data``) feeds the gradient
+        methods."""
+        c, method = self.config, METHODS[self.config.method]
         require_torch_weights(state.unet, self.name)
         unet = clone_model(state.unet)
         layers = prunable_layers(unet, c.protect)
@@ -123,15 +127,11 @@ class UnstructuredPrune(Stage):
         for n, m in layers.items():
             torch_prune.custom_from_mask(m, "weight", new[n].to(_param(m).dtype))
         report(progress, 1, 1, f"{self.name}: done")
-        state.unet = unet
         total = sum(int(m.weight_mask.numel()) for m in layers.values())
         zeros = sum(int((m.weight_mask == 0).sum()) for m in layers.values())
-        state.log.append({"stage": self.name, "config": asdict(c), "layers": len(layers),
-                          "sparsity": zeros / total, "params": count_params(unet),
-                          "nonzero_params": count_nonzero(unet),
-                          "seconds": round(time.perf_counter() - start, 3)})
         state.note(NOTE)
-        return state
+        return unet, {"layers": len(layers), "sparsity": zeros / total,
+                      "params": count_params(unet), "nonzero_params": count_nonzero(unet)}
 
 
 # ----------------------------------------------------------------------------- masks

@@ -41,9 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -243,21 +241,15 @@ def _load_cached(path: Path, key: dict):
 
 
 def _save_cached(path: Path, key: dict, features: Dict[str, torch.Tensor], stats: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Written atomically (:func:`~litediff_core.fileio.write_bytes_atomic`)."""
+    from ..fileio import write_bytes_atomic
+
     tensors = {f"features.{k}": v.contiguous() for k, v in features.items()}
     tensors["fid_mu"] = torch.from_numpy(np.ascontiguousarray(stats["mu"]))
     tensors["fid_sigma"] = torch.from_numpy(np.ascontiguousarray(stats["sigma"]))
     data = safetensors_save(tensors, metadata={"key": json.dumps(key, sort_keys=True)})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_bytes_atomic(path, data)
 
 
 # ----------------------------------------------------------------------------- bootstrap

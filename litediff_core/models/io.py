@@ -13,10 +13,9 @@ Writes go to a temporary folder renamed into place, so a reader never sees half 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from ..fileio import replace_dir
+from ..fileio import atomic_dir
 from .. import __version__
 
 META_FILE = "litediff.json"
@@ -26,11 +25,9 @@ def save_model(unet, scheduler, folder, meta: dict) -> Path:
     from diffusers import DDPMPipeline
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp),
-                                                                 safe_serialization=True)
-    (tmp / META_FILE).write_text(json.dumps({**meta, "litediff_version": __version__},
-                                            indent=2, ensure_ascii=False))
-    replace_dir(tmp, folder)
+    with atomic_dir(folder) as tmp:
+        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(tmp),
+                                                                     safe_serialization=True)
+        (tmp / META_FILE).write_text(json.dumps({**meta, "litediff_version": __version__},
+                                                indent=2, ensure_ascii=False))
     return folder

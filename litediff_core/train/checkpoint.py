@@ -8,14 +8,13 @@ temporary folder and renamed, so an interrupted save never leaves a half-written
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..fileio import replace_dir
+from ..fileio import atomic_dir
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], list]:
@@ -39,10 +38,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor]
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict, ema_params: Optional[list] = None) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with atomic_dir(folder) as tmp:
+        _write(tmp, model, optimizer, state, ema_params)
+
+
+def _write(tmp: Path, model, optimizer, state: dict, ema_params) -> None:
     names = [n for n, _ in model.named_parameters()]
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
@@ -53,7 +53,6 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optimizer_param_groups": groups},
                                                indent=2))
-    replace_dir(tmp, folder)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -1,0 +1,132 @@
+"""The dashboard under load, in a real browser (as ``test_browser.py``: ``streamlit run app.py``
+on loopback, Debian's Chromium driven by Playwright): two sessions run a job each at the same
+time and both finish into the one store; 20 sessions open the app at once and all render,
+within a bound. Timings go to ``test-artifacts/browser/load.json``."""
+
+import json
+import time
+
+import pytest
+
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Tab, _need_browser, serve_process
+
+JOB_BOUND_S = 480     # two tiny recipes side by side on 2 busy cores (one alone: ~60 s)
+LOAD_BOUND_S = 240    # 20 first paints of the home page at once
+SESSIONS = 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need_browser()
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from litediff_core.models import save_model
+    from litediff_core.models.embedded import ddpm_scheduler_config
+    from test_browser import TINY28
+
+    root = tmp_path_factory.mktemp("load")
+    torch.manual_seed(0)
+    tiny = save_model(UNet2DModel(**TINY28).eval(), DDPMScheduler(**ddpm_scheduler_config()),
+                      root / "tiny-base", {"dataset": "fashion-mnist"})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with serve_process(root / "runs", ARTIFACTS / "streamlit-load.log") as (url, proc):
+        yield {"url": url, "tiny": str(tiny), "runs": root / "runs", "proc": proc}
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _record(name: str, data: dict) -> None:
+    path = ARTIFACTS / "load.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, name: data}, indent=2))
+
+
+def _new_tab(browser, url: str) -> Tab:
+    """A tab in its own browser context: its own cookies, so its own Streamlit session."""
+    tab = Tab.__new__(Tab)
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    tab.page, tab.url, tab.errors = context.new_page(), url, []
+    tab.page.on("console", lambda m: m.type == "error" and tab.errors.append(m.text))
+    tab.page.on("pageerror", lambda e: tab.errors.append(f"page error: {e}"))
+    return tab
+
+
+def _prepare_run(tab: Tab, tiny: str, name: str, seed: int) -> None:
+    """Fill the Compress page with a tiny structured-prune recipe (``seed`` keeps keys apart)."""
+    page = tab.page
+    page.goto(tab.url)
+    tab.title("LiteDiff Lab")
+    tab.nav("Compress")
+    tab.title("Compress")
+    tab.idle()
+
+    def fill(label: str, value) -> None:
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        tab.idle()
+
+    fill("Base model", tiny)
+    fill("Run name (optional)", name)
+    fill("Seed", seed)
+    page.get_by_role("button", name="Add stage").click()
+    page.get_by_text("1. structured-prune").wait_for(timeout=60_000)
+    tab.idle()
+    fill("Samples (n)", 16)
+    fill("Sampling steps", 2)
+    fill("Latency batch", 2)
+
+
+def test_two_sessions_run_a_job_each_at_the_same_time(server, browser):
+    tabs = [_new_tab(browser, server["url"]) for _ in range(2)]
+    for i, tab in enumerate(tabs):
+        _prepare_run(tab, server["tiny"], f"load run {i}", seed=i + 1)
+    t0 = time.monotonic()
+    for tab in tabs:  # both started before either finishes
+        tab.page.get_by_role("button", name="Run", exact=True).click()
+    for tab in tabs:
+        tab.page.get_by_text("Done in").first.wait_for(timeout=JOB_BOUND_S * 1000)
+    both_s = time.monotonic() - t0
+    for i, tab in enumerate(tabs):
+        tab.idle()
+        body = tab.page.inner_text("body")
+        assert f"load run {i}" in body and "Speed-up vs base" in body
+        tab.check(f"load-job-{i}.png")
+        assert tab.errors == []
+    runs = sorted(d for d in server["runs"].iterdir() if not d.name.startswith((".", "_")))
+    assert len(runs) == 2
+    assert [json.loads((d / "status.json").read_text())["status"] for d in runs] == ["done"] * 2
+    _record("two_jobs", {"seconds_until_both_done": round(both_s, 1), "bound_s": JOB_BOUND_S})
+
+
+def test_twenty_sessions_open_the_app_at_once(server, browser):
+    tabs = [_new_tab(browser, server["url"]) for _ in range(SESSIONS)]
+    t0 = time.monotonic()
+    for tab in tabs:  # every request is in flight before the first page has painted
+        tab.page.goto(tab.url, wait_until="commit")
+    painted = []
+    for tab in tabs:
+        tab.title("LiteDiff Lab", timeout_s=LOAD_BOUND_S)
+        tab.idle(timeout_s=LOAD_BOUND_S)
+        painted.append(round(time.monotonic() - t0, 2))
+    total = time.monotonic() - t0
+    for tab in tabs:
+        exceptions = tab.page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+        assert tab.errors == []
+    assert server["proc"].poll() is None  # the server is still up
+    assert total < LOAD_BOUND_S
+    tabs[-1].check("load-20th-session.png")
+    _record("twenty_sessions", {"sessions": SESSIONS, "all_painted_s": round(total, 1),
+                                "painted_s": painted, "bound_s": LOAD_BOUND_S})
+    for tab in tabs:
+        tab.page.context.close()
