@@ -4,6 +4,7 @@ default, into a run store, then ``benchmarks/time_axis.md``.
     python benchmarks/time_axis.py --store cached_results            # the shipped grid
     python benchmarks/time_axis.py --store cached_results --report   # only rewrite the table
     python benchmarks/time_axis.py --store cached_results --retime   # time every run again
+    python benchmarks/time_axis.py --store cached_results --recovered 8932f488976d
 
 Every row is a stored run (``litediff_core.runs``): FID on ``--n`` samples with its bootstrap
 interval, the quality gate, SSIM to the dense base at DDIM 50 from the same noise, the time to
@@ -12,6 +13,12 @@ draw one image at the run's own sampler, steps and caching against the dense mod
 steps counted as the shallow part they run). Runs already in the store are reused (same recipe
 → same key), so a pass cut short resumes where it stopped. Time the grid with the machine
 otherwise idle (``--retime`` redoes the timings alone).
+
+``--recovered RUN`` adds rows for a stored run's compressed model (e.g. the structured model
+that ``benchmarks/recovery.py`` recovered by distillation) at other samplers, steps and caching,
+measured the same way against the dense base: its weights are loaded from the run, not trained
+again. Those rows are kept in ``time_axis-recovered.json`` beside the report (the model's
+training is in its own run).
 """
 
 from __future__ import annotations
@@ -80,7 +87,58 @@ def busy(row) -> str:
     return " (busy)" if row["load"] is None or row["load"] > 1.0 else ""
 
 
-def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
+RECOVERED_GRID = [("dpm-solver++", 5, None), ("dpm-solver++", 6, None), ("dpm-solver++", 8, None),
+                  ("dpm-solver++", 10, None), ("dpm-solver++", 10, 2), ("ddim", 50, None)]
+
+
+def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
+    """Rows for run ``run_id``'s saved model at each RECOVERED_GRID setting: FID / gate on ``n``
+    samples, SSIM to the dense base at DDIM 50, and time and MACs per image against the dense
+    base at DDIM 50 (alternating rounds), as a stored run is measured. Kept in ``path`` (JSON),
+    reused unless the run's model changed."""
+    import json
+
+    from litediff_core.compress import DeepCacheUNet
+    from litediff_core.evaluate import EvalConfig, evaluate
+    from litediff_core.metrics import ssim_psnr
+    from litediff_core.models import load_base
+    from litediff_core.runs import REFERENCE_SAMPLING, base_samples, image_cost_vs_base
+    from litediff_core.samplers import generate
+
+    run = store.load(run_id)
+    recipe = Recipe.from_dict(run["recipe"])
+    done = json.loads(path.read_text()) if path.exists() else {}
+    rows = [r for r in done.get("rows", []) if r.get("run") == run_id]
+    base = load_base(recipe.base)
+    model = load_base(str(store.root / run_id / "model"))
+    model.meta.dataset = base.meta.dataset
+    for sampler, steps, cache in RECOVERED_GRID:
+        if any((r["sampler"], r["steps"], r["cache"]) == (sampler, steps, cache) for r in rows):
+            continue
+        print(f"  {run_id}: {sampler} {steps} steps, DeepCache {cache or 'off'}", flush=True)
+        unet = model.unet if not cache else DeepCacheUNet(model.unet, cache, 0).eval()
+        wrapped = type(model)(unet=unet, scheduler=model.scheduler, meta=model.meta)
+        cfg = EvalConfig(n=n, sampler=sampler, steps=steps, seed=0, device="cpu")
+        result = evaluate(wrapped, cfg, progress=TqdmProgress(f"{sampler} {steps}"))
+        per = image_cost_vs_base(base, wrapped, cfg, "cpu")
+        images = generate(unet, dict(model.scheduler.config), sampler=sampler, steps=steps,
+                          n=256, seed=0, device="cpu")
+        ref = base_samples(base, REFERENCE_SAMPLING["sampler"], REFERENCE_SAMPLING["steps"], 256,
+                           0, "cpu", cache=store.root / "_cache")
+        fid = result["fidelity"]
+        rows.append({"run": run_id, "sampler": sampler, "steps": steps, "cache": cache,
+                     "fid": fid["fid"], "ci": fid["fid_ci95"],
+                     "gate": result["quality_gate"]["passes"],
+                     "ssim": ssim_psnr(images, ref)["ssim_mean"],
+                     "image_ms": per.seconds * 1000, "image_speedup": per.speedup,
+                     "gmacs": per.macs / 1e9, "load": per.load_average,
+                     "cpu": cpu_label()})
+        path.write_text(json.dumps({"rows": rows}, indent=2))
+    return rows
+
+
+def write_report(store: RunStore, recipes_, path: Path, command: str,
+                 recovered: tuple = ()) -> None:
     rows, reference = [], None
     for recipe in recipes_:
         d = store.find(recipe)
@@ -103,6 +161,12 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
             reference = row
             row["image_speedup"] = row["image_speedup"] or 1.0   # the reference itself
         rows.append(row)
+    for run_id, extra in recovered:  # a recovered model's rows, measured by measure_recovered
+        step = (store.load(run_id)["result"].speedup if (store.root / run_id).is_dir() else None)
+        train = store.load(run_id)["result"].train_steps
+        for r in extra:
+            rows.append({**r, "id": run_id, "step_speedup": step,
+                         "model": f"recovered structured (run {run_id}, {train} training steps)"})
     lines = [
         "# Time as a compression axis (embedded default)", "",
         f"Command: `{command}`  ",
@@ -154,6 +218,13 @@ def write_report(store: RunStore, recipes_, path: Path, command: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _stored_rows(path: Path, run_id: str) -> list:
+    import json
+
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    return [r for r in rows if r.get("run") == run_id]
+
+
 def retime(store: RunStore, recipes_) -> None:
     from litediff_core.runs import remeasure_latency
 
@@ -173,6 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="dense,int8,structured")
     p.add_argument("--report", action="store_true", help="only rewrite time_axis.md")
     p.add_argument("--retime", action="store_true", help="time the stored runs again")
+    p.add_argument("--recovered", default="", help="stored run(s) whose compressed model gets "
+                   "rows at other samplers / steps / caching (comma-separated ids)")
     p.add_argument("--out", default=str(Path(__file__).with_name("time_axis.md")))
     args = p.parse_args(argv)
     store = RunStore(args.store)
@@ -189,7 +262,11 @@ def main(argv=None) -> int:
                 except LiteDiffError as e:
                     print(f"  failed: {e}", flush=True)
                 write_report(store, todo, Path(args.out), command)
-        write_report(store, todo, Path(args.out), command)
+        extra_path = Path(args.out).with_name("time_axis-recovered.json")
+        recovered = tuple((run_id, measure_recovered(store, run_id, args.n, extra_path)
+                           if not args.report else _stored_rows(extra_path, run_id))
+                          for run_id in filter(None, args.recovered.split(",")))
+        write_report(store, todo, Path(args.out), command, recovered)
     except LiteDiffError as e:
         print(f"time_axis: error: {e}", file=sys.stderr)
         return 2

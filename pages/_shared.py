@@ -8,8 +8,6 @@ Module-level objects hold no session state: caches live in ``st.cache_resource``
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -168,60 +166,3 @@ def fmt(value, kind: str) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-# ----------------------------------------------------------------------------- model-side helpers
-
-@st.cache_data(show_spinner="Predicting the compressed size…", max_entries=64)
-def predict_size(source: str, stages_json: str) -> dict:
-    """:func:`litediff_core.compress.preview_size` of a recipe's stages on the cached base."""
-    from litediff_core.compress import preview_size
-
-    base = load_model(source)
-    return preview_size(base.unet, base.scheduler, json.loads(stages_json),
-                        dataset=base.meta.dataset)
-
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def sampler_cell(source: str, stamp: float, sampler: str, steps: int, n: int, seed: int,
-                 device: str):
-    """``n`` images of a model with one sampler and step count (same seed → same starting noise
-    for every cell) and the measured wall time of ``generate`` in seconds. Cached by every
-    input; the model is a deep copy of the cached one."""
-    import copy
-    import time
-
-    from litediff_core.samplers import generate
-
-    base = load_model(source, stamp)
-    unet = copy.deepcopy(base.unet).to(device)
-    t0 = time.perf_counter()
-    images = generate(unet, dict(base.scheduler.config), sampler=sampler, steps=steps, n=n,
-                      seed=seed, device=device)
-    return images, time.perf_counter() - t0
-
-
-def model_shape(run_folder) -> str:
-    """C×H×W of a run's saved model (from its UNet config), or "model-sized" if unreadable."""
-    for cfg in (Path(run_folder) / "model" / "unet" / "config.json",
-                Path(run_folder) / "model" / "config.json"):
-        try:
-            c = json.loads(cfg.read_text())
-            size = c["sample_size"]
-            h, w = (size, size) if isinstance(size, int) else size
-            return f"{c['in_channels']}×{h}×{w}"
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return "model-sized"
-
-
-def png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def stamp_of(folder) -> float:
-    """A run folder's modification stamp (its status file), for cache keys."""
-    p = Path(folder) / "status.json"
-    return p.stat().st_mtime if p.exists() else 0.0

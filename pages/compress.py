@@ -15,7 +15,6 @@ from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
 from litediff_core.presets import PRESETS, preset_recipe
 from litediff_core.recipes import EVAL_DEFAULTS, Recipe
-from litediff_core.runs import run_recipe
 from litediff_core.samplers import SAMPLERS
 from pages import _shared as ui
 
@@ -393,18 +392,25 @@ def main() -> None:
         rc[1].caption(f"Already stored as run `{stored.name}`: Run shows it at once.")
     if rc[0].button("Run", type="primary", key="cp_run", width="stretch",
                     disabled=recipe is None or bool(problems)):
-        store = ui.user_store()
-        st.session_state["cp_job"] = ui.job_registry().start(
-            run_recipe, recipe, store, device=device, force=force, label=recipe.name,
-            key=recipe.key())
+        st.session_state["cp_job"] = ui.submit_run(recipe, device=device, force=force)
     job_section()
     other_jobs()
+
+
+@st.cache_data(show_spinner="Predicting the compressed size…", max_entries=64)
+def predict_size(source: str, stages_json: str) -> dict:
+    """:func:`litediff_core.compress.preview_size` of a recipe's stages on the cached base."""
+    from litediff_core.compress import preview_size
+
+    base = ui.load_model(source)
+    return preview_size(base.unet, base.scheduler, json.loads(stages_json),
+                        dataset=base.meta.dataset)
 
 
 def preview(source: str, recipe: Recipe) -> None:
     try:
         before = ui.size_of(source)
-        pred = ui.predict_size(source, json.dumps(recipe.stages, sort_keys=True))
+        pred = predict_size(source, json.dumps(recipe.stages, sort_keys=True))
     except LiteDiffError as e:
         st.error(str(e))
         return

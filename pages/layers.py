@@ -1,6 +1,9 @@
 """Layers: what a compression run did to each layer and block (the run's ``layers.csv``, written
 by ``litediff_core.runs``), and how two runs differ."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -18,6 +21,20 @@ ROWS = {  # heatmap rows: what a run can change in a layer
     "params_kept": "params kept (factorised: after / before)",
     "sparsity": "sparsity (fraction of zero weights)",
 }
+
+
+def model_shape(run_folder) -> str:
+    """C×H×W of a run's saved model (from its UNet config), or "model-sized" if unreadable."""
+    for cfg in (Path(run_folder) / "model" / "unet" / "config.json",
+                Path(run_folder) / "model" / "config.json"):
+        try:
+            c = json.loads(cfg.read_text())
+            size = c["sample_size"]
+            h, w = (size, size) if isinstance(size, int) else size
+            return f"{c['in_channels']}×{h}×{w}"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return "model-sized"
 
 
 def heatmap(changes, rows, title: str) -> go.Figure:
@@ -159,7 +176,7 @@ def main() -> None:
         st.caption("Zeroed weights still count as parameters and MACs in dense storage and "
                    "dense kernels: the non-zero count is what sparse storage would keep.")
 
-    shape = ui.model_shape(store.root / run_id)
+    shape = model_shape(store.root / run_id)
     setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     if rows:
         names = " and ".join(ROWS[r].split(" (")[0] for r in rows)

@@ -1,6 +1,7 @@
 """Samples & samplers: stored runs' sample grids side by side, and a live sampler × step-count
 comparison of one model from the same seed (same starting noise in every cell)."""
 
+import io
 from pathlib import Path
 
 import streamlit as st
@@ -10,6 +11,37 @@ from litediff_core.errors import LiteDiffError
 from litediff_core.evaluate import grid_quality
 from litediff_core.samplers import SAMPLERS, grid
 from pages import _shared as ui
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def sampler_cell(source: str, stamp: float, sampler: str, steps: int, n: int, seed: int,
+                 device: str):
+    """``n`` images of a model with one sampler and step count (same seed → same starting noise
+    for every cell) and the measured wall time of ``generate`` in seconds. Cached by every
+    input; the model is a deep copy of the cached one."""
+    import copy
+    import time
+
+    from litediff_core.samplers import generate
+
+    base = ui.load_model(source, stamp)
+    unet = copy.deepcopy(base.unet).to(device)
+    t0 = time.perf_counter()
+    images = generate(unet, dict(base.scheduler.config), sampler=sampler, steps=steps, n=n,
+                      seed=seed, device=device)
+    return images, time.perf_counter() - t0
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def stamp_of(folder) -> float:
+    """A run folder's modification stamp (its status file), for cache keys."""
+    p = Path(folder) / "status.json"
+    return p.stat().st_mtime if p.exists() else 0.0
 
 
 def stored_samples(table) -> None:
@@ -92,14 +124,14 @@ def show_comparison(req: dict) -> None:
         else:
             store, run_id = ui.resolve(req["which"])
             folder = store.root / run_id
-            source, stamp, label = str(folder / "model"), ui.stamp_of(folder), f"run `{run_id}`"
+            source, stamp, label = str(folder / "model"), stamp_of(folder), f"run `{run_id}`"
         ui.load_model(source, stamp)
         cells = {}
         bar = st.progress(0.0, text="Sampling…")
         total = len(req["samplers"]) * len(steps)
         for i, sampler in enumerate(req["samplers"]):
             for j, k in enumerate(steps):
-                cells[sampler, k] = ui.sampler_cell(source, stamp, sampler, k, req["n"],
+                cells[sampler, k] = sampler_cell(source, stamp, sampler, k, req["n"],
                                                     req["seed"], device)
                 bar.progress((i * len(steps) + j + 1) / total,
                              text=f"Sampling… {sampler}, {k} steps")
@@ -141,7 +173,7 @@ def show_comparison(req: dict) -> None:
 
     order = [(s, k) for s in req["samplers"] for k in steps]
     sheet = grid(torch.cat([cells[key][0] for key in order]), nrow=req["n"])
-    st.download_button("Download PNG (one row per cell)", ui.png_bytes(sheet),
+    st.download_button("Download PNG (one row per cell)", png_bytes(sheet),
                        "sampler-comparison.png", "image/png", key="sm_dl")
     st.caption("Rows of the PNG, top to bottom: " + "; ".join(
         f"{s} {k} steps ({cells[s, k][1]:.2f} s)" for s, k in order) + f". Setup: {setup}.")

@@ -21,7 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
+
+from tiny import save_tiny_base
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("LITEDIFF_CHROMIUM", "/usr/bin/chromium"))
@@ -38,10 +39,6 @@ PAGES = [  # (sidebar label, title, text the page must show once it has run)
     ("Recovery", "Recovery", "brings it back"),
     ("Runs", "Runs", "Compare two runs"),
 ]
-TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-              norm_num_groups=4)
 
 
 def _need_browser():
@@ -120,15 +117,8 @@ def cpu_share(pid: int, seconds: float) -> float:
 def server(tmp_path_factory):
     """The app with an empty user store, and a tiny base model for the recipe."""
     _need_browser()
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from litediff_core.models import save_model
-    from litediff_core.models.embedded import ddpm_scheduler_config
-
     root = tmp_path_factory.mktemp("browser")
-    torch.manual_seed(0)
-    tiny = save_model(UNet2DModel(**TINY28).eval(), DDPMScheduler(**ddpm_scheduler_config()),
-                      root / "tiny-base", {"dataset": "fashion-mnist"})
+    tiny = save_tiny_base(root / "tiny-base")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with serve_process(root / "runs", ARTIFACTS / "streamlit.log") as (url, proc):
         yield {"url": url, "tiny": str(tiny), "runs": root / "runs", "pid": proc.pid}

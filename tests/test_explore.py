@@ -31,10 +31,6 @@ if str(REPO) not in sys.path:  # `pages._shared` lives next to app.py
 
 APP = REPO / "app.py"
 CACHED = REPO / "cached_results"
-TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-              norm_num_groups=4)
 GRID = {"n": 16, "latency_batch": 2}
 
 
@@ -278,19 +274,13 @@ def test_measure_rates_times_a_copy(tiny_unet):
 def tiny(tmp_path_factory, fashion_mnist):
     """A tiny base model and a store with two real runs on the Explore grid of that base:
     the dense model and structured L1 50% + 2 fine-tune steps, both DDIM 5 steps."""
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from litediff_core.models import save_model
-    from litediff_core.models.embedded import ddpm_scheduler_config
     from litediff_core.runs import run_recipe
+    from tiny import save_tiny_base
 
     root = tmp_path_factory.mktemp("explore")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LITEDIFF_CACHE", str(root / "cache"))
-        torch.manual_seed(0)
-        base = str(save_model(UNet2DModel(**TINY28).eval(),
-                              DDPMScheduler(**ddpm_scheduler_config()), root / "base",
-                              {"dataset": "fashion-mnist"}))
+        base = save_tiny_base(root / "base")
         store = RunStore(root / "runs")
         dense = ex.Controls(base=base, steps=5)
         pruned = replace(dense, ratio=0.5, train_steps=2)

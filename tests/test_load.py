@@ -9,6 +9,7 @@ import time
 import pytest
 
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Tab, _need_browser, serve_process
+from tiny import save_tiny_base
 
 JOB_BOUND_S = 480     # two tiny recipes side by side on 2 busy cores (one alone: ~60 s)
 LOAD_BOUND_S = 240    # 20 first paints of the home page at once
@@ -18,17 +19,8 @@ SESSIONS = 20
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _need_browser()
-    import torch
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from litediff_core.models import save_model
-    from litediff_core.models.embedded import ddpm_scheduler_config
-    from test_browser import TINY28
-
     root = tmp_path_factory.mktemp("load")
-    torch.manual_seed(0)
-    tiny = save_model(UNet2DModel(**TINY28).eval(), DDPMScheduler(**ddpm_scheduler_config()),
-                      root / "tiny-base", {"dataset": "fashion-mnist"})
+    tiny = save_tiny_base(root / "tiny-base")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with serve_process(root / "runs", ARTIFACTS / "streamlit-load.log") as (url, proc):
         yield {"url": url, "tiny": str(tiny), "runs": root / "runs", "proc": proc}

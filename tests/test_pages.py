@@ -13,15 +13,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
-from diffusers import DDPMScheduler, UNet2DModel
 from streamlit.testing.v1 import AppTest
 
 from litediff_core.compress import STAGES, describe_stage
-from litediff_core.models import save_model
-from litediff_core.models.embedded import ddpm_scheduler_config
 from litediff_core.recipes import Recipe
 from litediff_core.runs import RunStore, run_recipe
+from tiny import save_tiny_base
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `pages._shared` lives next to app.py
@@ -29,10 +26,6 @@ if str(REPO) not in sys.path:  # `pages._shared` lives next to app.py
 
 APP = REPO / "app.py"
 PAGES = ["compress", "samples", "layers", "pareto", "recovery", "runs"]
-TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-              norm_num_groups=4)
 EVAL = {"n": 16, "steps": 2, "latency_batch": 2}
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist")
@@ -44,10 +37,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LITEDIFF_CACHE", str(root / "cache"))
-        torch.manual_seed(0)
-        base = str(save_model(UNet2DModel(**TINY28).eval(),
-                              DDPMScheduler(**ddpm_scheduler_config()), root / "base",
-                              {"dataset": "fashion-mnist"}))
+        base = save_tiny_base(root / "base")
         store = RunStore(root / "runs")
         a = run_recipe(Recipe(base=base, eval=EVAL, name="pruned by half", stages=[
             {"stage": "structured-prune", "config": {"ratio": 0.5, "importance": "l1"}}]),

@@ -9,7 +9,7 @@ from litediff_core.compress import CompressState, Distill, FineTune, make_stage
 from litediff_core.errors import LiteDiffError
 from litediff_core.recipes import Recipe
 from test_compress_train import same_weights, weights
-from test_runs import TINY28
+from tiny import TINY28
 
 
 @pytest.fixture

@@ -15,13 +15,10 @@ from litediff_core.errors import LiteDiffError
 from litediff_core.models import save_model
 from litediff_core.recipes import Recipe
 from litediff_core.runs import RunStore, run_recipe
+from tiny import TINY28
 
 pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
-TINY28 = dict(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-              block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-              up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-              norm_num_groups=4)
 EVAL = {"n": 24, "steps": 3, "latency_batch": 2}
 
 
