@@ -62,6 +62,15 @@ def job_registry():
     return JobRegistry(max_running=1)
 
 
+def live_snapshot(job_id: str) -> Optional[dict]:
+    """A job's progress snapshot for a polling fragment (None for an unknown job); once the
+    job has ended (its run is stored, or failed) the whole page reruns to show the result."""
+    snap = job_registry().snapshot(job_id)
+    if snap is not None and snap["state"] not in ("queued", "running"):
+        st.rerun()
+    return snap
+
+
 def submit_run(recipe, device: str = "auto", force: bool = False) -> str:
     """Run ``recipe`` into the user store as a background job of :func:`job_registry` (a job of
     the same recipe key still queued or running is reused); the job id. The Compress page

@@ -209,12 +209,9 @@ def loss_chart(snap: dict) -> None:
 @st.fragment(run_every=1.0)
 def live_panel(job_id: str) -> None:
     """Polls the job; once it ends, reruns the whole page to show the result."""
-    registry = ui.job_registry()
-    snap = registry.snapshot(job_id)
+    registry, snap = ui.job_registry(), ui.live_snapshot(job_id)
     if snap is None:
         return
-    if snap["state"] not in ("queued", "running"):
-        st.rerun()
     cancelling = snap.get("cancelling", snap["cancel_requested"])
     if cancelling:
         waited = snap.get("cancel_wait_s")

@@ -538,12 +538,9 @@ def _name(run: dict) -> str:
 
 @st.fragment(run_every=1.0)
 def job_panel(job_id: str) -> None:
-    registry = ui.job_registry()
-    snap = registry.snapshot(job_id)
+    registry, snap = ui.job_registry(), ui.live_snapshot(job_id)
     if snap is None:
         return
-    if snap["state"] not in ("queued", "running"):
-        st.rerun()  # the whole page: the run is now stored (or failed)
     eta = snap["eta_s"]
     st.progress(snap["fraction"], text=f"{snap['label']} — {snap['message'] or 'starting…'}")
     st.caption(f"{snap['fraction']:.0%} · elapsed {snap['elapsed_s']:.0f} s"

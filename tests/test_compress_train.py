@@ -380,3 +380,20 @@ def test_one_process_is_exactly_a_plain_loop(tiny_unet, ddpm_scheduler, images):
         opt.step()
         schedule.step()
     assert same_weights(weights(ours), weights(plain))
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_the_loss_target_follows_the_schedulers_prediction_type(kind):
+    from diffusers import DDPMScheduler
+
+    from litediff_core.compress._common import loss_target
+
+    scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type=kind)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 50, 99])
+    want = {"epsilon": noise, "sample": x0,
+            "v_prediction": scheduler.get_velocity(x0, noise, t)}[kind]
+    assert torch.equal(loss_target(scheduler, x0, noise, t), want)
+    if kind == "v_prediction":  # not the noise: a v-model trained on ε would be wrong
+        assert not torch.allclose(want, noise)

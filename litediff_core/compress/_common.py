@@ -79,16 +79,24 @@ def image_sampler(data, unet: nn.Module, who: str) -> ImageSampler:
     return draw
 
 
+def loss_target(scheduler, x0: torch.Tensor, noise: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+    """What the UNet is trained to output at timesteps ``t``, by the scheduler's
+    ``prediction_type``: the noise (ε), the velocity (v) or the clean image (sample)."""
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    return x0 if kind == "sample" else noise
+
+
 def noise_prediction_loss(unet, scheduler, x0: torch.Tensor, t: torch.Tensor,
                           noise: torch.Tensor) -> torch.Tensor:
-    """The DDPM training loss at timesteps ``t``: MSE between the UNet output and its target
-    (the noise for ε-prediction, the velocity for v-prediction, x0 for sample prediction)."""
+    """The DDPM training loss at timesteps ``t``: MSE between the UNet output and its
+    :func:`loss_target`."""
     device = next(unet.parameters()).device
     x0, t, noise = x0.to(device), t.to(device), noise.to(device)
-    kind = scheduler.config.get("prediction_type", "epsilon")
-    target = {"epsilon": lambda: noise, "sample": lambda: x0,
-              "v_prediction": lambda: scheduler.get_velocity(x0, noise, t)}[kind]()
-    return F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, target)
+    return F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample,
+                      loss_target(scheduler, x0, noise, t))
 
 
 def accumulate_gradients(unet, scheduler, draw: ImageSampler, batches: int, batch_size: int,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..errors import LiteDiffError
 from ..progress import Event, Progress, report
-from ._common import eval_mode, image_sampler
+from ._common import eval_mode, image_sampler, loss_target
 from ._curve import MIN_CURVE_SAMPLES
 from .base import Stage, clone_model, option
 
@@ -143,7 +143,6 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
     home, was_training = next(model.parameters()).device, model.training
     shard = torch.arange(batch_size).tensor_split(processes)[rank]
     scale = processes * len(shard) / batch_size  # DDP averages: mean of shards = global mean
-    kind = scheduler.config.get("prediction_type", "epsilon")
     T = int(scheduler.config.num_train_timesteps)
 
     model.to(accelerator.device)
@@ -224,8 +223,7 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
             noise = torch.randn(x0.shape, generator=g)
             x0, t, noise = (v[shard].to(accelerator.device) for v in (x0, t, noise))
             xt = scheduler.add_noise(x0, noise, t)
-            target = {"epsilon": lambda: noise, "sample": lambda: x0,
-                      "v_prediction": lambda: scheduler.get_velocity(x0, noise, t)}[kind]()
+            target = loss_target(scheduler, x0, noise, t)
             pred = wrapped(xt, t).sample
             loss = None
             if task_weight:
