@@ -205,3 +205,59 @@ def test_restart_discards_the_checkpoints_of_an_unfinished_run(tmp_path, base_fo
     assert store.checkpoints() == {store.run_dir(recipe).name: {"0-finetune": 3}}
     run_recipe(recipe, store, device="cpu", restart=True)
     assert store.checkpoints() == {} and not stale.exists()
+
+
+def _lrs_seen(monkeypatch):
+    """The learning rate of every optimizer step the loop takes (a spy on Adam.step)."""
+    seen, step = [], torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    return seen
+
+
+def test_warmup_ramps_the_cosine_rate_and_resumes_exactly(tiny_unet, ddpm_scheduler, images,
+                                                          tmp_path, monkeypatch):
+    import math
+
+    from litediff_core.compress.base import clone_model
+
+    seen = _lrs_seen(monkeypatch)
+    whole = clone_model(tiny_unet)
+    full = _train(whole, ddpm_scheduler, images, tmp_path / "a", warmup=4)
+    cosine = [2e-3 * (1 + math.cos(math.pi * k / 8)) / 2 for k in range(8)]
+    want = [c * min(1.0, (k + 1) / 4) for k, c in enumerate(cosine)]
+    assert seen == pytest.approx(want, rel=1e-9)
+    seen.clear()
+    _train(clone_model(tiny_unet), ddpm_scheduler, images, tmp_path / "plain")
+    assert seen == pytest.approx(cosine, rel=1e-9)  # warmup 0: the schedule as before
+    with pytest.raises(Stop):  # stopped inside the warm-up: checkpoint of step 2
+        _train(clone_model(tiny_unet), ddpm_scheduler, images, tmp_path / "b", warmup=4,
+               on_step=stop_at(3))
+    again = clone_model(tiny_unet)
+    resumed = _train(again, ddpm_scheduler, images, tmp_path / "b", warmup=4)
+    assert resumed.resumed_from == 2 and resumed.losses == full.losses
+    assert same_weights(weights(again), weights(whole))
+
+
+def test_warmup_is_an_added_option_that_keeps_stored_keys_and_checkpoints():
+    from litediff_core.compress import make_stage
+    from litediff_core.compress._checkpoint import comparable
+    from litediff_core.recipes import Recipe
+
+    stages = [{"stage": "distill", "config": {"steps": 5}}]
+    plain = Recipe(base="embedded", stages=stages)
+    assert plain.stages[0]["config"]["warmup"] == 0
+    old = json.loads(json.dumps(plain.to_dict()))
+    del old["stages"][0]["config"]["warmup"]          # a recipe stored before the option
+    assert Recipe.from_dict(old).key() == plain.key()
+    assert Recipe(base="embedded", stages=[
+        {"stage": "distill", "config": {"steps": 5, "warmup": 2}}]).key() != plain.key()
+    fp_new = make_stage(stages[0]).to_dict()
+    fp_old = {**fp_new, "config": {k: v for k, v in fp_new["config"].items() if k != "warmup"}}
+    assert comparable(fp_old) == comparable(fp_new)
+    with pytest.raises(LiteDiffError, match="warmup 9 is longer than the 5 training steps"):
+        make_stage({"stage": "finetune", "config": {"steps": 5, "warmup": 9}})

@@ -115,12 +115,26 @@ def read_state(folder: Path) -> Optional[dict]:
     return state if state.get("format") == FORMAT else None
 
 
+def comparable(fingerprint: dict) -> dict:
+    """A fingerprint without the stage's options that were added after it may have been
+    written, where they keep their defaults (a checkpoint from before an option existed still
+    resumes, as a stored recipe keeps its key)."""
+    from . import STAGES
+
+    stage = STAGES.get(fingerprint.get("stage"))
+    if stage is None or not isinstance(fingerprint.get("config"), dict):
+        return fingerprint
+    added = stage.added_options
+    return {**fingerprint, "config": {k: v for k, v in fingerprint["config"].items()
+                                      if not (k in added and v == added[k])}}
+
+
 def load(folder: Path, state: dict, *, fingerprint: dict, model, optimizer, scheduler,
          ema=None, who: str = "train") -> None:
     """Put a checkpoint's tensors back into the loop's objects (``state`` from read_state)."""
-    if state["fingerprint"] != fingerprint:
-        differ = sorted(k for k in set(state["fingerprint"]) | set(fingerprint)
-                        if state["fingerprint"].get(k) != fingerprint.get(k))
+    saved, wanted = comparable(state["fingerprint"]), comparable(fingerprint)
+    if saved != wanted:
+        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise LiteDiffError(
             f"{who}: the checkpoint in {folder} belongs to another run (its "
             f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''}): resume it with the "

@@ -97,7 +97,8 @@ def training_data(state, data, who: str):
 
 
 def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr: float,
-                           batch_size: int, seed: int = 0, T_0: int = 0, ema: bool = False,
+                           batch_size: int, seed: int = 0, T_0: int = 0, warmup: int = 0,
+                           ema: bool = False,
                            ema_decay: float = 0.999, grad_clip: float = 0.0,
                            task_weight: float = 1.0,
                            extra_loss: Optional[Callable[[Batch], torch.Tensor]] = None,
@@ -116,7 +117,9 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
     returns a per-image mean over the batch it gets (e.g. knowledge distillation);
     ``task_weight=0`` skips the MSE. ``on_step(step, model)`` runs after optimizer step
     ``step`` (1-based) on the unwrapped model. ``T_0`` is the cosine restart period in steps
-    (0: ``steps``, a single cosine decay to 0). With ``ema`` the model ends with the EMA
+    (0: ``steps``, a single cosine decay to 0); ``warmup`` > 0 ramps the learning rate up
+    linearly over the first ``warmup`` steps (step k uses (k / warmup) × the cosine's rate).
+    With ``ema`` the model ends with the EMA
     weights. ``grad_clip`` > 0 clips the gradient norm. The model ends on the device it came
     on, in the mode it came in; masked weights (``torch.nn.utils.prune``) stay exactly 0.
 
@@ -245,6 +248,9 @@ def train_noise_prediction(model: nn.Module, scheduler, data, *, steps: int, lr:
             accelerator.backward(loss)
             if grad_clip > 0:
                 accelerator.clip_grad_norm_(params, grad_clip)
+            if step < warmup:  # the cosine's rate, scaled; its next step() sets it afresh
+                for group in opt.param_groups:
+                    group["lr"] *= (step + 1) / warmup
             opt.step()
             lr_schedule.step()
             if averager is not None:
@@ -289,6 +295,8 @@ class TrainingOptions:
     batch_size: int = option(64, "images per step (global: shared out over processes)", low=1)
     T_0: int = option(0, "cosine warm-restart period in steps (0: one cosine over all steps)",
                      low=0)
+    warmup: int = option(0, "linear learning-rate warm-up over the first this many steps "
+                            "(0: none)", low=0)
     ema: bool = option(False, "end with the exponential moving average of the weights")
     ema_decay: float = option(0.999, "EMA: largest decay", low=0.0, high=1.0, open_low=True,
                                open_high=True)
@@ -306,7 +314,7 @@ class TrainingOptions:
 def loop_options(c: TrainingOptions) -> dict:
     """The keyword arguments of :func:`train_noise_prediction` that come from the options."""
     return {"steps": c.steps, "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed,
-            "T_0": c.T_0, "ema": c.ema, "ema_decay": c.ema_decay, "grad_clip": c.grad_clip}
+            "T_0": c.T_0, "warmup": c.warmup, "ema": c.ema, "ema_decay": c.ema_decay, "grad_clip": c.grad_clip}
 
 
 def training_entry(stage, result: "TrainResult", recovery: dict) -> dict:
@@ -318,6 +326,7 @@ def training_entry(stage, result: "TrainResult", recovery: dict) -> dict:
 
 # added after runs were stored: recipes that leave them at these values keep their keys
 CURVE_DEFAULTS = {"curve_every": 0, "curve_samples": 200, "curve_sampling_steps": 10}
+ADDED_TRAINING_OPTIONS = {**CURVE_DEFAULTS, "warmup": 0}
 
 
 def recovery_kwargs(stage, state) -> dict:
@@ -414,6 +423,9 @@ def round_losses(losses: List[float]) -> List[float]:
 def check_training(who: str, c) -> None:
     """Checks across the options every training stage has (each option's own range is
     declared with it and checked when the stage is built)."""
+    if c.warmup > c.steps:
+        raise LiteDiffError(f"{who}: warmup {c.warmup} is longer than the {c.steps} training "
+                            f"steps")
     if isinstance(c, TrainingOptions):
         from ._curve import check_curve
 
@@ -426,7 +438,7 @@ class TrainingStage(Stage):
     recovery-curve options, added after runs were stored, leave stored recipe keys as they were."""
 
     trains = True
-    added_options = CURVE_DEFAULTS
+    added_options = ADDED_TRAINING_OPTIONS
 
     def check(self) -> None:
         check_training(self.name, self.config)
