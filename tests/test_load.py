@@ -1,7 +1,12 @@
 """The dashboard under load, in a real browser (as ``test_browser.py``: ``streamlit run app.py``
 on loopback, Debian's Chromium driven by Playwright): two sessions run a job each at the same
 time and both finish into the one store; 20 sessions open the app at once and all render,
-within a bound. Timings go to ``test-artifacts/browser/load.json``."""
+within a bound. Timings go to ``test-artifacts/browser/load.json``.
+
+The 20 tabs share this machine with the server: on 2 cores their rendering, not the server,
+takes most of the wall time (measured: 20 Home sessions cost the warm server 14 s of CPU in all
+while the tabs took 78 s to settle). So the wall-clock bound is loose, and the server's own CPU
+per session is bounded separately: what a class of 20 laptops would ask of it."""
 
 import json
 import time
@@ -12,7 +17,8 @@ from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Tab, _need_browser,
 from tiny import save_tiny_base
 
 JOB_BOUND_S = 480     # two tiny recipes side by side on 2 busy cores (one alone: ~60 s)
-LOAD_BOUND_S = 240    # 20 first paints of the home page at once
+LOAD_BOUND_S = 480    # 20 first paints of the home page at once, 20 tabs on this machine
+SERVER_CPU_PER_SESSION_S = 5.0   # the server's CPU for one Home session (measured: 0.7 s warm)
 SESSIONS = 20
 
 
@@ -98,10 +104,20 @@ def test_two_sessions_run_a_job_each_at_the_same_time(server, browser):
     assert len(runs) == 2
     assert [json.loads((d / "status.json").read_text())["status"] for d in runs] == ["done"] * 2
     _record("two_jobs", {"seconds_until_both_done": round(both_s, 1), "bound_s": JOB_BOUND_S})
+    for tab in tabs:  # their polling fragments stop: the next test starts from a quiet browser
+        tab.page.context.close()
 
 
 def test_twenty_sessions_open_the_app_at_once(server, browser):
+    from test_browser import cpu_seconds
+
+    warm = _new_tab(browser, server["url"])  # the first visit imports torch and fills caches
+    warm.page.goto(warm.url)
+    warm.title("LiteDiff Lab", timeout_s=LOAD_BOUND_S)
+    warm.idle(timeout_s=LOAD_BOUND_S)
+    warm.page.context.close()
     tabs = [_new_tab(browser, server["url"]) for _ in range(SESSIONS)]
+    cpu0 = cpu_seconds(server["proc"].pid)
     t0 = time.monotonic()
     for tab in tabs:  # every request is in flight before the first page has painted
         tab.page.goto(tab.url, wait_until="commit")
@@ -111,14 +127,18 @@ def test_twenty_sessions_open_the_app_at_once(server, browser):
         tab.idle(timeout_s=LOAD_BOUND_S)
         painted.append(round(time.monotonic() - t0, 2))
     total = time.monotonic() - t0
+    server_cpu = cpu_seconds(server["proc"].pid) - cpu0
     for tab in tabs:
         exceptions = tab.page.locator('[data-testid="stException"]')
         assert exceptions.count() == 0, exceptions.first.inner_text()
         assert tab.errors == []
     assert server["proc"].poll() is None  # the server is still up
     assert total < LOAD_BOUND_S
+    assert server_cpu < SERVER_CPU_PER_SESSION_S * SESSIONS
     tabs[-1].check("load-20th-session.png")
     _record("twenty_sessions", {"sessions": SESSIONS, "all_painted_s": round(total, 1),
-                                "painted_s": painted, "bound_s": LOAD_BOUND_S})
+                                "painted_s": painted, "bound_s": LOAD_BOUND_S,
+                                "server_cpu_s": round(server_cpu, 1),
+                                "server_cpu_per_session_s": round(server_cpu / SESSIONS, 2)})
     for tab in tabs:
         tab.page.context.close()
