@@ -24,6 +24,7 @@ training is in its own run).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,13 +82,17 @@ def _fmt(x, spec, missing="–"):
 
 
 def busy(row) -> str:
-    """A mark for per-image timings not known to come from an otherwise idle machine."""
+    """A mark for per-image timings not known to come from an otherwise idle machine: no load
+    recorded, or a 1-minute load average above the timing process's own threads + 1 (PyTorch's
+    threads count in the load average themselves: 2 on this machine when nothing else runs)."""
     if row["image_ms"] is None:
         return ""
-    return " (busy)" if row["load"] is None or row["load"] > 1.0 else ""
+    threads = row.get("threads") or os.cpu_count() or 1
+    return " (busy)" if row["load"] is None or row["load"] > threads + 1.0 else ""
 
 
-RECOVERED_GRID = [("dpm-solver++", 5, None), ("dpm-solver++", 6, None), ("dpm-solver++", 8, None),
+RECOVERED_GRID = [("dpm-solver++", 5, None), ("dpm-solver++", 6, None), ("dpm-solver++", 7, None),
+                  ("dpm-solver++", 8, None),
                   ("dpm-solver++", 10, None), ("dpm-solver++", 10, 2), ("ddim", 50, None)]
 
 
@@ -108,6 +113,7 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
     run = store.load(run_id)
     recipe = Recipe.from_dict(run["recipe"])
     done = json.loads(path.read_text()) if path.exists() else {}
+    others = [r for r in done.get("rows", []) if r.get("run") != run_id]  # other runs' rows
     rows = [r for r in done.get("rows", []) if r.get("run") == run_id]
     base = load_base(recipe.base)
     model = load_base(str(store.root / run_id / "model"))
@@ -132,8 +138,9 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
                      "ssim": ssim_psnr(images, ref)["ssim_mean"],
                      "image_ms": per.seconds * 1000, "image_speedup": per.speedup,
                      "gmacs": per.macs / 1e9, "load": per.load_average,
+                     "threads": per.threads,
                      "cpu": cpu_label()})
-        path.write_text(json.dumps({"rows": rows}, indent=2))
+        path.write_text(json.dumps({"rows": others + rows}, indent=2))
     return rows
 
 
@@ -156,7 +163,7 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
                "image_ms": (per.seconds or 0) * 1000 or None,
                "image_speedup": per.speedup, "gmacs": (per.macs or 0) / 1e9 or None,
                "step_speedup": m.speedup, "cpu": (m.environment and m.environment.cpu) or "",
-               "load": per.load_average}
+               "load": per.load_average, "threads": per.threads}
         if (row["model"], row["sampler"], row["steps"], row["cache"]) == ("dense", "ddim", 50, None):
             reference = row
             row["image_speedup"] = row["image_speedup"] or 1.0   # the reference itself
@@ -177,8 +184,8 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
         f"samples). Time per image: a batch of 16 drawn end to end, ratio to the dense model at "
         f"DDIM 50 timed in alternating rounds in the same process. MACs per image: every UNet "
         f"call of the trajectory (DeepCache's cached steps run only the shallow part). "
-        f"**(busy)**: timed while other jobs ran (1-minute load average above 1, or not "
-        f"recorded): PyTorch's thread pool slows several-fold then, so those ratios are not to "
+        f"**(busy)**: timed while other jobs ran (1-minute load average above the timing "
+        f"process's own threads + 1, or not recorded): PyTorch's thread pool slows several-fold then, so those ratios are not to "
         f"be trusted; `--retime` redoes them.", "",
         "| model | sampler | steps | DeepCache | FID [95% CI] | gate | SSIM to dense DDIM 50 "
         "| ms / image | speed-up / image | GMACs / image | speed-up / step |",
