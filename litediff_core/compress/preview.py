@@ -16,7 +16,9 @@ def preview_size(unet, scheduler, stages: Iterable[dict], dataset=None) -> dict:
     from ..metrics import size_report
     from . import make_stage
 
-    state = CompressState.start(clone_model(unet).cpu(), scheduler, dataset=dataset)
+    copy = clone_model(unet).cpu()  # the one copy (the caller's model may live on a GPU):
+    # stages transform copies of their own, so it can serve as student and teacher both
+    state = CompressState(unet=copy, scheduler=scheduler, teacher=copy, dataset=dataset)
     applied, skipped, notes = [], [], []
     for spec in stages:
         stage = make_stage(spec)
