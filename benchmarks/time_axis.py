@@ -5,6 +5,8 @@ default, into a run store, then ``benchmarks/time_axis.md``.
     python benchmarks/time_axis.py --store cached_results --report   # only rewrite the table
     python benchmarks/time_axis.py --store cached_results --retime   # time every run again
     python benchmarks/time_axis.py --store cached_results --recovered 8932f488976d
+    python benchmarks/time_axis.py --store cached_results --models none --retime \
+        --recovered 8932f488976d,aabfeed0a1df                    # time those rows again
 
 Every row is a stored run (``litediff_core.runs``): FID on ``--n`` samples with its bootstrap
 interval, the quality gate, SSIM to the dense base at DDIM 50 from the same noise, the time to
@@ -144,6 +146,36 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
     return rows
 
 
+def retime_recovered(store: RunStore, run_id: str, path: Path) -> list:
+    """Time run ``run_id``'s stored rows again against the dense base (e.g. once the machine is
+    quiet): only the per-image timings change; the previous ones are kept under ``history``."""
+    import json
+
+    from litediff_core.compress import DeepCacheUNet
+    from litediff_core.evaluate import EvalConfig
+    from litediff_core.models import load_base
+    from litediff_core.runs import image_cost_vs_base
+
+    done = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    run = store.load(run_id)
+    base = load_base(Recipe.from_dict(run["recipe"]).base)
+    model = load_base(str(store.root / run_id / "model"))
+    for row in (r for r in done["rows"] if r.get("run") == run_id):
+        print(f"  timing {run_id}: {row['sampler']} {row['steps']} steps, DeepCache "
+              f"{row['cache'] or 'off'}", flush=True)
+        cache = row["cache"]
+        unet = model.unet if not cache else DeepCacheUNet(model.unet, cache, 0).eval()
+        wrapped = type(model)(unet=unet, scheduler=model.scheduler, meta=model.meta)
+        cfg = EvalConfig(n=16, sampler=row["sampler"], steps=row["steps"], seed=0, device="cpu")
+        per = image_cost_vs_base(base, wrapped, cfg, "cpu")
+        keep = {k: row.get(k) for k in ("image_ms", "image_speedup", "load", "threads", "cpu")}
+        row.setdefault("history", []).append(keep)
+        row.update(image_ms=per.seconds * 1000, image_speedup=per.speedup,
+                   load=per.load_average, threads=per.threads, cpu=cpu_label())
+        path.write_text(json.dumps(done, indent=2))
+    return [r for r in done["rows"] if r.get("run") == run_id]
+
+
 def write_report(store: RunStore, recipes_, path: Path, command: str,
                  recovered: tuple = ()) -> None:
     rows, reference = [], None
@@ -259,7 +291,7 @@ def main(argv=None) -> int:
     todo = recipes(args.base, args.n, args.models.split(","))
     command = "python benchmarks/time_axis.py " + " ".join(argv or sys.argv[1:])
     try:
-        if args.retime:
+        if args.retime and args.models != "none":
             retime(store, todo)
         elif not args.report:
             for i, recipe in enumerate(todo):
@@ -270,8 +302,14 @@ def main(argv=None) -> int:
                     print(f"  failed: {e}", flush=True)
                 write_report(store, todo, Path(args.out), command)
         extra_path = Path(args.out).with_name("time_axis-recovered.json")
-        recovered = tuple((run_id, measure_recovered(store, run_id, args.n, extra_path)
-                           if not args.report else _stored_rows(extra_path, run_id))
+        def rows_of(run_id):
+            if args.report:
+                return _stored_rows(extra_path, run_id)
+            if args.retime:
+                return retime_recovered(store, run_id, extra_path)
+            return measure_recovered(store, run_id, args.n, extra_path)
+
+        recovered = tuple((run_id, rows_of(run_id))
                           for run_id in filter(None, args.recovered.split(",")))
         write_report(store, todo, Path(args.out), command, recovered)
     except LiteDiffError as e:
