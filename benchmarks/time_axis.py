@@ -93,9 +93,26 @@ def busy(row) -> str:
     return " (busy)" if row["load"] is None or row["load"] > threads + 1.0 else ""
 
 
-RECOVERED_GRID = [("dpm-solver++", 5, None), ("dpm-solver++", 6, None), ("dpm-solver++", 7, None),
-                  ("dpm-solver++", 8, None),
-                  ("dpm-solver++", 10, None), ("dpm-solver++", 10, 2), ("ddim", 50, None)]
+# (sampler, steps, DeepCache interval, runtime): "onnx" runs the same weights in ONNX Runtime
+# fp32 (the runtime-onnx stage: same numbers, another engine)
+RECOVERED_GRID = [("dpm-solver++", 5, None, None), ("dpm-solver++", 6, None, None),
+                  ("dpm-solver++", 7, None, None), ("dpm-solver++", 8, None, None),
+                  ("dpm-solver++", 10, None, None), ("dpm-solver++", 10, 2, None),
+                  ("ddim", 50, None, None), ("dpm-solver++", 7, None, "onnx"),
+                  ("dpm-solver++", 8, None, "onnx"), ("dpm-solver++", 10, None, "onnx")]
+
+
+def _wrapped(model, cache, runtime):
+    """The run's model with DeepCache ``cache`` or in ONNX Runtime (``runtime="onnx"``)."""
+    from litediff_core.compress import DeepCacheUNet
+    from litediff_core.compress.runtime_onnx import onnx_runtime_unet
+
+    unet = model.unet
+    if cache:
+        unet = DeepCacheUNet(unet, cache, 0).eval()
+    if runtime == "onnx":
+        unet = onnx_runtime_unet(unet)
+    return type(model)(unet=unet, scheduler=model.scheduler, meta=model.meta)
 
 
 def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
@@ -105,7 +122,6 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
     reused unless the run's model changed."""
     import json
 
-    from litediff_core.compress import DeepCacheUNet
     from litediff_core.evaluate import EvalConfig, evaluate
     from litediff_core.metrics import ssim_psnr
     from litediff_core.models import load_base
@@ -120,12 +136,14 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
     base = load_base(recipe.base)
     model = load_base(str(store.root / run_id / "model"))
     model.meta.dataset = base.meta.dataset
-    for sampler, steps, cache in RECOVERED_GRID:
-        if any((r["sampler"], r["steps"], r["cache"]) == (sampler, steps, cache) for r in rows):
+    for sampler, steps, cache, runtime in RECOVERED_GRID:
+        if any((r["sampler"], r["steps"], r["cache"], r.get("runtime")) ==
+               (sampler, steps, cache, runtime) for r in rows):
             continue
-        print(f"  {run_id}: {sampler} {steps} steps, DeepCache {cache or 'off'}", flush=True)
-        unet = model.unet if not cache else DeepCacheUNet(model.unet, cache, 0).eval()
-        wrapped = type(model)(unet=unet, scheduler=model.scheduler, meta=model.meta)
+        print(f"  {run_id}: {sampler} {steps} steps, DeepCache {cache or 'off'}, "
+              f"{runtime or 'PyTorch'}", flush=True)
+        wrapped = _wrapped(model, cache, runtime)
+        unet = wrapped.unet
         cfg = EvalConfig(n=n, sampler=sampler, steps=steps, seed=0, device="cpu")
         result = evaluate(wrapped, cfg, progress=TqdmProgress(f"{sampler} {steps}"))
         per = image_cost_vs_base(base, wrapped, cfg, "cpu")
@@ -135,6 +153,7 @@ def measure_recovered(store: RunStore, run_id: str, n: int, path: Path) -> list:
                            0, "cpu", cache=store.root / "_cache")
         fid = result["fidelity"]
         rows.append({"run": run_id, "sampler": sampler, "steps": steps, "cache": cache,
+                     "runtime": runtime,
                      "fid": fid["fid"], "ci": fid["fid_ci95"],
                      "gate": result["quality_gate"]["passes"],
                      "ssim": ssim_psnr(images, ref)["ssim_mean"],
@@ -151,7 +170,6 @@ def retime_recovered(store: RunStore, run_id: str, path: Path) -> list:
     quiet): only the per-image timings change; the previous ones are kept under ``history``."""
     import json
 
-    from litediff_core.compress import DeepCacheUNet
     from litediff_core.evaluate import EvalConfig
     from litediff_core.models import load_base
     from litediff_core.runs import image_cost_vs_base
@@ -163,9 +181,7 @@ def retime_recovered(store: RunStore, run_id: str, path: Path) -> list:
     for row in (r for r in done["rows"] if r.get("run") == run_id):
         print(f"  timing {run_id}: {row['sampler']} {row['steps']} steps, DeepCache "
               f"{row['cache'] or 'off'}", flush=True)
-        cache = row["cache"]
-        unet = model.unet if not cache else DeepCacheUNet(model.unet, cache, 0).eval()
-        wrapped = type(model)(unet=unet, scheduler=model.scheduler, meta=model.meta)
+        wrapped = _wrapped(model, row["cache"], row.get("runtime"))
         cfg = EvalConfig(n=16, sampler=row["sampler"], steps=row["steps"], seed=0, device="cpu")
         per = image_cost_vs_base(base, wrapped, cfg, "cpu")
         keep = {k: row.get(k) for k in ("image_ms", "image_speedup", "load", "threads", "cpu")}
@@ -205,7 +221,8 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
         train = store.load(run_id)["result"].train_steps
         for r in extra:
             rows.append({**r, "id": run_id, "step_speedup": step,
-                         "model": f"recovered structured (run {run_id}, {train} training steps)"})
+                         "model": f"recovered structured (run {run_id}, {train} training steps)"
+                                  + (", ONNX Runtime fp32" if r.get("runtime") == "onnx" else "")})
     lines = [
         "# Time as a compression axis (embedded default)", "",
         f"Command: `{command}`  ",

@@ -84,7 +84,7 @@ class Recipe:
         stages = [make_stage(s) for s in self.stages]
         for i, stage in enumerate(stages):
             if stage.must_be_last and i != len(stages) - 1:
-                raise LiteDiffError(f"{stage.name} acts at sampling time: put it last in the "
+                raise LiteDiffError(f"{stage.name} {stage.last_because}: put it last in the "
                                     f"recipe (after {stages[-1].name})")
             stage.check_sampling(self.eval["steps"])
         self.stages = [stage.to_dict() for stage in stages]

@@ -38,6 +38,7 @@ FAMILIES = {
     "lora": ("LoRA", "#d62728", "triangle-up"),
     "low-rank": ("low rank", "#9467bd", "pentagon"),
     "quant": ("quantization", "#8c564b", "triangle-down"),
+    "runtime": ("runtime (same model, other engine)", "#17becf", "x"),
     "sampling": ("sampling / time", "#e377c2", "star"),
     "dense": ("dense (base, fine-tuned)", "#3d3d3d", "hexagon"),
     "other": ("other", "#bcbd22", "cross"),

@@ -32,6 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
 PAGES = [  # (sidebar label, title, text the page must show once it has run)
+    ("Explore", "Explore", "Stored result"),
     ("Compress", "Compress", "Stages"),
     ("Samples & samplers", "Samples & samplers", "Sampler comparison"),
     ("Layers", "Layers", "Per-layer table"),
@@ -177,6 +178,29 @@ class Tab:
         self.page.locator('[data-testid="stSidebarNavLink"]').filter(
             has_text=label).first.click()
 
+    def fill(self, label: str, value) -> None:
+        """Type ``value`` into the text or number input labelled ``label`` and submit it."""
+        box = self.page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        self.idle()
+
+
+def fill_tiny_recipe(tab: Tab, base: str, name: str, seed=None) -> None:
+    """On the Compress page: base ``base``, run name ``name`` (and ``seed``), one
+    structured-prune stage with its defaults, and the smallest evaluation (16 samples, 2
+    sampling steps, latency batch 2)."""
+    tab.fill("Base model", base)
+    tab.fill("Run name (optional)", name)
+    if seed is not None:
+        tab.fill("Seed", seed)
+    tab.page.get_by_role("button", name="Add stage").click()  # the first: structured-prune
+    tab.page.get_by_text("1. structured-prune").wait_for(timeout=60_000)  # its editor
+    tab.idle()
+    tab.fill("Samples (n)", 16)
+    tab.fill("Sampling steps", 2)
+    tab.fill("Latency batch", 2)
+
 
 def test_every_page_shows_cached_results_and_switches_fast(server, browser):
     tab = Tab(browser, server["url"])
@@ -242,21 +266,7 @@ def test_a_tiny_recipe_runs_from_the_compress_page(server, browser):
     tab.nav("Compress")
     tab.title("Compress")
     tab.idle()
-
-    def fill(label: str, value) -> None:
-        box = page.get_by_label(label, exact=True)
-        box.fill(str(value))
-        box.press("Enter")
-        tab.idle()
-
-    fill("Base model", server["tiny"])
-    fill("Run name (optional)", "browser tiny run")
-    page.get_by_role("button", name="Add stage").click()  # the first stage: structured-prune
-    page.get_by_text("1. structured-prune").wait_for(timeout=60_000)  # its editor
-    tab.idle()
-    fill("Samples (n)", 16)
-    fill("Sampling steps", 2)
-    fill("Latency batch", 2)
+    fill_tiny_recipe(tab, server["tiny"], "browser tiny run")
     assert "Predicted parameters" in page.inner_text("body")
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Done in").first.wait_for(timeout=240_000)

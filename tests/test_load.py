@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Tab, _need_browser, serve_process
+from test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Tab, _need_browser,
+                          fill_tiny_recipe, serve_process)
 from tiny import save_tiny_base
 
 JOB_BOUND_S = 480     # two tiny recipes side by side on 2 busy cores (one alone: ~60 s)
@@ -60,28 +61,12 @@ def _new_tab(browser, url: str) -> Tab:
 
 def _prepare_run(tab: Tab, tiny: str, name: str, seed: int) -> None:
     """Fill the Compress page with a tiny structured-prune recipe (``seed`` keeps keys apart)."""
-    page = tab.page
-    page.goto(tab.url)
+    tab.page.goto(tab.url)
     tab.title("LiteDiff Lab")
     tab.nav("Compress")
     tab.title("Compress")
     tab.idle()
-
-    def fill(label: str, value) -> None:
-        box = page.get_by_label(label, exact=True)
-        box.fill(str(value))
-        box.press("Enter")
-        tab.idle()
-
-    fill("Base model", tiny)
-    fill("Run name (optional)", name)
-    fill("Seed", seed)
-    page.get_by_role("button", name="Add stage").click()
-    page.get_by_text("1. structured-prune").wait_for(timeout=60_000)
-    tab.idle()
-    fill("Samples (n)", 16)
-    fill("Sampling steps", 2)
-    fill("Latency batch", 2)
+    fill_tiny_recipe(tab, tiny, name, seed)
 
 
 def test_two_sessions_run_a_job_each_at_the_same_time(server, browser):

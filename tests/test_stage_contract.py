@@ -23,6 +23,7 @@ FAST = {
     "finetune": {"steps": 2, "batch_size": 4},
     "distill": {"steps": 2, "batch_size": 4},
     "lora": {"r": 2, "steps": 2, "batch_size": 4},
+    "runtime-onnx": {"threads": 1, "check_images": 2},
     "deepcache": {"interval": 2},
 }
 NOT_RANGED = {"seed"}   # any integer seeds a generator

@@ -29,6 +29,7 @@ from .unstructured import UnstructuredPrune, apply_masks, make_permanent, masks
 from .finetune import FineTune  # recovery training stages
 from .distill import Distill
 from .lora import LoRA
+from .runtime_onnx import OnnxRuntime  # another engine, same numbers
 from .deepcache import DeepCache, DeepCacheUNet  # sampling-time: feature caching
 
 
@@ -46,7 +47,7 @@ _import_every_stage_module()
 # every registered stage, by family (the order forms list them), then as defined
 STAGES = dict(sorted(REGISTRY.items(), key=lambda item: FAMILIES.index(item[1].family)))
 
-__all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxUNet",
+__all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxRuntime", "OnnxUNet",
            "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
            "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
            "masks", "patch_diffusers_attributes", "preview_size", "save_compressed"]

@@ -101,7 +101,7 @@ def range_error(name: str, value, meta) -> Optional[str]:
 
 # Families in the order forms list them; a stage's ``family`` is one of these.
 FAMILIES = ("structured", "unstructured", "low-rank", "quant", "finetune", "kd", "lora",
-            "sampling")
+            "runtime", "sampling")
 REGISTRY: dict = {}   # stage name → class, filled as stage modules are imported
 
 
@@ -118,6 +118,7 @@ class Stage:
     trains: ClassVar[bool] = False         # runs a training loop (its ``steps`` count as training)
     previewable: ClassVar[bool] = False    # its size can be predicted without data or training
     must_be_last: ClassVar[bool] = False   # a sampling-time wrapper that nothing may follow
+    last_because: ClassVar[str] = "acts at sampling time"   # why (the recipe's message)
     # options added after runs were stored, with their defaults: a recipe's key leaves them
     # out while they keep the default, so stored runs (cached_results/) are still found
     added_options: ClassVar[dict] = {}
@@ -171,16 +172,17 @@ class Stage:
         ``state.teacher``); it may add notes and pruning history to ``state``."""
         raise NotImplementedError
 
-    def preview(self, state: CompressState, notes: List[str]) -> Optional[CompressState]:
-        """The state after this stage as far as the model's *size* goes, made without data or
-        training (what forms show before a run; see :func:`~.preview.preview_size`), or None
-        when the size is known only after the stage runs. A stage that previews with a
-        stand-in (e.g. L1 ranking for a gradient ranking) says so in ``notes``."""
-        return self.apply(state) if self.previewable else None
-
     def can_preview(self) -> bool:
-        """Whether :meth:`preview` gives a size (forms offer a prediction when one does)."""
+        """Whether the model's size after this stage is known before it runs (forms offer a
+        prediction when it is); :meth:`preview` is called only then."""
         return self.previewable
+
+    def preview(self, state: CompressState, notes: List[str]) -> CompressState:
+        """The state after this stage as far as the model's *size* goes, made without data or
+        training (what forms show before a run; see :func:`~.preview.preview_size`). A stage
+        that previews with a stand-in (e.g. L1 ranking for a gradient ranking) says so in
+        ``notes``."""
+        return self.apply(state)
 
     @classmethod
     def summary(cls) -> str:

@@ -60,13 +60,12 @@ class Distill(TrainingStage):
                              low=1, high=4)
 
     def can_preview(self) -> bool:
+        """A fresh student's size is known before training (distilling into the current model
+        keeps its size, known only after the run)."""
         return self.config.fresh
 
     def preview(self, state, notes):
-        """A fresh student's size is known before training: it is built (random weights);
-        distilling into the current model keeps its size (known only after the run)."""
-        if not self.config.fresh:
-            return None
+        """The fresh student, built with random weights."""
         student, _ = fresh_student(state.teacher if state.teacher is not None else state.unet,
                                    self.config.scale, self.config.seed)
         notes.append(f"distill: a fresh student with 1/{self.config.scale} of the channels "

@@ -22,11 +22,10 @@ def preview_size(unet, scheduler, stages: Iterable[dict], dataset=None) -> dict:
     applied, skipped, notes = [], [], []
     for spec in stages:
         stage = make_stage(spec)
-        after = stage.preview(state, notes)
-        if after is None:
+        if not stage.can_preview():
             skipped.append(stage.name)
             continue
-        state = after
+        state = stage.preview(state, notes)
         applied.append(stage.name)
     return {"size": size_report(state.unet), "applied": applied, "skipped": skipped,
             "notes": notes}

@@ -32,7 +32,9 @@ keeps the int8 ONNX file in a uint8 buffer, so ``metrics.model_bytes`` gives its
 that changes), so ``step_latency(threads=...)`` applies to it too.
 
 Saving (IO hook): the torch model is saved as usual and ``onnx/unet_int8.onnx`` and
-``onnx/unet_fp32.onnx`` are written beside it; loading wraps the loaded UNet again.
+``onnx/unet_fp32.onnx`` are written beside it; loading wraps the loaded UNet again. The same
+hook saves ``runtime-onnx``'s fp32 session model (``onnx/unet_fp32.onnx``, no reference); the
+record's ``int8`` key names the session's file whatever its precision.
 """
 
 from __future__ import annotations
@@ -412,9 +414,11 @@ def _record(model, folder) -> Optional[dict]:
         return None
     if model.source is None:
         raise LiteDiffError("an ONNX model without its torch source cannot be saved")
-    (folder / INT8_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (folder / INT8_FILE).write_bytes(model.model_bytes)
-    record = {"int8": INT8_FILE, "threads": model.threads, "label": model.label}
+    # the session's model: int8 (quant-onnx-int8) or fp32 (runtime-onnx, no reference then)
+    path = INT8_FILE if model.label == "int8" else f"onnx/unet_{model.label}.onnx"
+    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+    (folder / path).write_bytes(model.model_bytes)
+    record = {"int8": path, "threads": model.threads, "label": model.label}
     if model.reference_bytes is not None:
         (folder / FP32_FILE).write_bytes(model.reference_bytes)
         record["fp32"] = FP32_FILE
