@@ -285,8 +285,14 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
                 f"run `{hit['id']}` from {where}; nothing was run.")
     files = run_files(hit["path"], _mtime(hit["path"]))
     m = files["result"]
-    dense = lookup(runs, ex.dense_recipe_of(controls, grid))
-    is_dense = not hit["recipe"].get("stages")
+    # the reference: the dense model at the same evaluation; for the dense model sampled
+    # otherwise (fewer steps, another sampler), the dense model at the default sampling
+    default = ex.Controls(base=controls.base)
+    resampled = not hit["recipe"].get("stages") and \
+        (controls.sampler, controls.steps) != (default.sampler, default.steps)
+    reference = default if resampled else controls
+    dense = lookup(runs, ex.dense_recipe_of(reference, grid))
+    is_dense = not hit["recipe"].get("stages") and not resampled
     dense_files = run_files(dense["path"], _mtime(dense["path"])) if dense and not is_dense \
         else None
     ev = hit["recipe"].get("eval", {})
@@ -295,7 +301,9 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
 
     cols = st.columns(2)
     with cols[0]:
-        st.markdown("**Dense base**" if not is_dense else "**Dense base** (this recipe)")
+        st.markdown("**Dense base** (this recipe)" if is_dense else
+                    f"**Dense base, {default.sampler} {default.steps} steps** (the reference)"
+                    if resampled else "**Dense base**")
         shown = files if is_dense else dense_files
         if shown and shown["grid"]:
             st.image(shown["grid"], width="stretch")
@@ -305,7 +313,7 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
                     f"controls to the dense model at this sampler and run it.")
             st.button("Dense model at this setup", key="ex_dense", on_click=apply_controls,
                       args=({**asdict(ex.Controls(base=controls.base)),
-                             "sampler": controls.sampler, "steps": controls.steps},))
+                             "sampler": reference.sampler, "steps": reference.steps},))
     with cols[1]:
         if not is_dense:
             st.markdown("**This recipe**")

@@ -12,7 +12,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -518,3 +518,35 @@ def test_shipped_grid_settings_show_at_once(shipped):
         assert time.perf_counter() - t0 < 5
         assert "Stored result" in " ".join(m.value for m in at.markdown)
         assert len(at.get("image")) == 2 and len(at.get("plotly_chart")) == 2
+
+
+def test_the_shipped_grid_is_in_cached_results():
+    """Every setting of ``shipped_grid`` has a finished run in cached_results/ (made by
+    ``benchmarks/explore_grid.py``), at the grid's evaluation, and each is one factor away
+    from the defaults or a named Table 6 combination."""
+    store = RunStore(CACHED)
+    grid = ex.shipped_grid()
+    assert len({c for _, c in grid}) == len(grid) > 30
+    missing = [f"{why}: {ex.recipe_of(c, ex.GRID_EVAL).method()}" for why, c in grid
+               if store.find(ex.recipe_of(c, ex.GRID_EVAL)) is None]
+    assert not missing, f"run benchmarks/explore_grid.py: {missing}"
+    for why, c in grid:
+        run = store.load(store.find(ex.recipe_of(c, ex.GRID_EVAL)).name)
+        assert run["status"]["status"] == "done" and run["result"].fidelity.fid is not None
+        centres = (ex.Controls(), replace(ex.Controls(), ratio=0.3),
+                   replace(ex.Controls(), ratio=0.3, kd=1))   # dense; 30 %; 30 % + KD (LoRA)
+        apart = min(sum(getattr(c, f.name) != getattr(centre, f.name)
+                        for f in fields(ex.Controls)) for centre in centres)
+        assert why.startswith("Table 6") or apart <= 1, (why, c)
+    for control in ("ratio", "method", "kd", "lora", "quant", "sampler", "steps", "cache"):
+        shown = {getattr(c, control) for _, c in grid}
+        assert shown >= set(ex.choices_of(control)), (control, shown)
+
+
+def test_fewer_sampling_steps_are_compared_with_the_dense_reference(shipped):
+    at = ok(explore({"steps": "10"}).run())
+    body = " ".join(m.value for m in at.markdown)
+    assert "Stored result" in body and "(the reference)" in body and "ddim 50 steps" in body
+    assert len(at.get("image")) == 2  # the dense model at DDIM 50 | at DDIM 10
+    per_image = next(m for m in at.metric if m.label == "Speed-up per image")
+    assert float(per_image.value.rstrip("×")) > 3  # 10 steps instead of 50
