@@ -97,9 +97,9 @@ def busy(row) -> str:
 # fp32 (the runtime-onnx stage: same numbers, another engine)
 RECOVERED_GRID = [("dpm-solver++", 5, None, None), ("dpm-solver++", 6, None, None),
                   ("dpm-solver++", 7, None, None), ("dpm-solver++", 8, None, None),
-                  ("dpm-solver++", 10, None, None), ("dpm-solver++", 10, 2, None),
-                  ("ddim", 50, None, None), ("dpm-solver++", 7, None, "onnx"),
-                  ("dpm-solver++", 8, None, "onnx"), ("dpm-solver++", 10, None, "onnx")]
+                  ("dpm-solver++", 10, None, None), ("dpm-solver++", 7, None, "onnx"),
+                  ("dpm-solver++", 8, None, "onnx"), ("dpm-solver++", 10, None, "onnx"),
+                  ("dpm-solver++", 10, 2, None), ("ddim", 50, None, None)]
 
 
 def _wrapped(model, cache, runtime):
@@ -220,12 +220,15 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
         step = (store.load(run_id)["result"].speedup if (store.root / run_id).is_dir() else None)
         train = store.load(run_id)["result"].train_steps
         for r in extra:
-            rows.append({**r, "id": run_id, "step_speedup": step,
+            rows.append({**r, "id": run_id,
+                         "step_speedup": None if r.get("runtime") else step,  # PyTorch's
                          "model": f"recovered structured (run {run_id}, {train} training steps)"
                                   + (", ONNX Runtime fp32" if r.get("runtime") == "onnx" else "")})
     lines = [
         "# Time as a compression axis (embedded default)", "",
-        f"Command: `{command}`  ",
+        f"Written by: `{command}`. Rows made by `python benchmarks/time_axis.py --store "
+        f"cached_results` (the dense and int8 grid) and `--models none --recovered RUN` (a "
+        f"recovered model's rows; `--retime` times them again)  ",
         f"Machine: {cpu_label()}, PyTorch on the CPU, 2 threads  ",
         f"Written {time.strftime('%Y-%m-%d %H:%M')}. FID: classifier features "
         f"(litediff-fmnist-cnn-v1), {recipes_[0].eval['n'] if recipes_ else ''} samples, seed 0, "
@@ -260,7 +263,9 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
                          "reached by " + "; ".join(
                              f"{r['model']} {r['sampler']} {r['steps']} steps, DeepCache "
                              f"{_fmt(r['cache'], 'd', 'off')} ({r['image_speedup']:.1f}×{busy(r)}, FID "
-                             f"{r['fid']:.1f})" for r in hits)
+                             f"{r['fid']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] against the "
+                             f"dense {reference['fid']:.1f} [{reference['ci'][0]:.1f}, "
+                             f"{reference['ci'][1]:.1f}])" for r in hits)
                          if hits else "not reached" + (
                              f"; the fastest within +10% is {best['model']} {best['sampler']} "
                              f"{best['steps']} steps, DeepCache {_fmt(best['cache'], 'd', 'off')}: "
@@ -268,6 +273,11 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
                              if best else "")))
     else:
         lines.append("The dense DDIM 50 reference run is not in the store yet.")
+    if any(r.get("runtime") == "onnx" for r in rows):
+        lines += ["", "*ONNX Runtime fp32* rows run the same weights in ONNX Runtime instead of "
+                  "PyTorch (the `runtime-onnx` stage): the samples and FIDs equal PyTorch's up to "
+                  "float rounding; only the time changes. Their per-step speed-up is left out "
+                  "(the run's own figure is PyTorch's)."]
     missing = [r for r in recipes_ if store.find(r) is None]
     if missing:
         lines += ["", f"Not run yet ({len(missing)}): " + "; ".join(r.method() for r in missing)]
