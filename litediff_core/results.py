@@ -138,6 +138,13 @@ class PerImage(_Part):
     threads: Optional[int] = None
     load_average: Optional[float] = None    # 1-minute load while timed
 
+    @property
+    def busy(self) -> bool:
+        """Timed while other work ran: a 1-minute load above the timing's own threads + 1
+        (PyTorch's thread pool slows several-fold then, so the ratio is not to be trusted)."""
+        return (self.load_average is not None and self.threads is not None
+                and self.load_average > self.threads + 1.0)
+
 
 @dataclass(kw_only=True)
 class QualityGate(_Part):

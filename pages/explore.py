@@ -360,6 +360,12 @@ def figures(hit: dict, files: dict, m: RunResult, dense_files) -> None:
                         "vs the dense model at DDIM 50, timed in the same run" if per else
                         "not measured: this run was made before per-image timing (`litediff "
                         "runs --remeasure <id>` redoes it where the model is stored)")
+    if per and per.busy:
+        st.caption(f":material/warning: The per-image time was taken while other work ran "
+                   f"(load {per.load_average:.1f} on {per.threads} threads): the ratio may be "
+                   f"off; `litediff runs --remeasure {hit['id']}"
+                   f"{' --store cached_results' if hit['store'] == 'cached' else ''}` times "
+                   f"it again.")
     notes = [n for n in m.notes or [] if "simulated" in n or "sparsity" in n
              or "unstructured" in n]
     for note in notes[:2]:
