@@ -6,7 +6,7 @@ Starts ``streamlit run app.py`` on loopback with the shipped ``cached_results/``
 user run store (as the browser test does), then, as one visit:
 
 1. opens Home on the cold server (first paint, page complete);
-2. Explore: moves the prune ratio slider 0 → 0.3 → 0.5 → 0.7 (each a shipped run: the time until
+2. Explore: moves the prune ratio slider 0 → 0.3 → 0.5 → 0.7 (each a shipped run: the time till
    its stored result shows) and picks 10 sampling steps (another shipped run);
 3. sets an off-grid recipe (structured L1 30 %, 50 training steps), reads the estimate the page
    gives before it starts and the training-budget warning, runs it, and times it to "Done";
@@ -195,9 +195,10 @@ def main(argv=None) -> int:
                 if line.startswith("model name")), platform.processor())
     flags = sorted(set(re.findall(r"\b(avx512_vnni|avx512_bf16|amx_int8)\b",
                                   open("/proc/cpuinfo").read())))
+    flags = ", ".join(flags) or "none of avx512_vnni / avx512_bf16 / amx_int8"
     lines = ["# A 10-minute class demo, timed in Chromium", "",
              f"Command: `python benchmarks/demo_walk.py {' '.join(argv or sys.argv[1:])}`  ",
-             f"Machine: {cpu}, {os.cpu_count()} CPUs, flags {', '.join(flags) or 'none of avx512_vnni / avx512_bf16 / amx_int8'}; "
+             f"Machine: {cpu}, {os.cpu_count()} CPUs, flags {flags}; "
              f"load average {os.getloadavg()[0]:.1f} at the end; cached_results/ as shipped, an "
              f"empty user run store; written {time.strftime('%Y-%m-%d %H:%M')}.", "",
              f"Whole walk: {total / 60:.1f} min.", "",

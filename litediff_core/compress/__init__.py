@@ -47,8 +47,8 @@ _import_every_stage_module()
 # every registered stage, by family (the order forms list them), then as defined
 STAGES = dict(sorted(REGISTRY.items(), key=lambda item: FAMILIES.index(item[1].family)))
 
-__all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxRuntime", "OnnxUNet",
-           "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
+__all__ = ["STAGES", "CompressState", "DynamicInt8", "LowRank", "OnnxInt8", "OnnxRuntime",
+           "OnnxUNet", "SimulatedQuant", "Stage", "StructuredPrune", "UnstructuredPrune",
            "apply_masks", "describe_stage", "load_compressed", "make_permanent", "make_stage",
            "masks", "patch_diffusers_attributes", "preview_size", "save_compressed"]
 __all__ += ["Distill", "FineTune", "LoRA", "DeepCache", "DeepCacheUNet"]
