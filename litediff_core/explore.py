@@ -494,6 +494,45 @@ def budget_warning(recipe: Recipe, runs: Iterable[dict]) -> Optional[str]:
             f"(see benchmarks/results.md).")
 
 
+def recovery_note(recipe: Recipe, fid: Optional[float], runs: Iterable[dict]) -> Optional[str]:
+    """For a stored result that prunes (or trains a fresh student) and ends with an FID above
+    USABLE_FID_FACTOR × the dense model's at the same evaluation: a note that it is not
+    recovered, naming the best-recovered stored run of the same kind (FID ratio to its own
+    dense reference) when one trained longer. None when the result is usable or not such a
+    recipe. ``runs`` as for :func:`budget_warning` (plus an optional ``name``)."""
+    mine = _family(recipe.to_dict())
+    if mine is None or fid is None:
+        return None
+    runs = [r for r in runs if r.get("status") == "done" and r.get("fid") is not None]
+    dense = {_setup(r["recipe"]): r["fid"] for r in runs if not r["recipe"].get("stages")}
+    ref = dense.get(_setup(recipe.to_dict()))
+    if ref is None or fid <= USABLE_FID_FACTOR * ref:
+        return None
+    what = {"structured": "structured pruning", "unstructured": "unstructured pruning",
+            "fresh": "a fresh student"}[mine["kind"]]
+    text = (f"Not recovered: FID {fid / ref:.1f}× the dense model's ({fid:.1f} vs {ref:.1f}, "
+            f"same evaluation) after {mine['steps']:,} training steps of recovery.")
+    better = []
+    for r in runs:
+        fam, base_fid = _family(r["recipe"]), dense.get(_setup(r["recipe"]))
+        if fam is None or base_fid is None or fam["kind"] != mine["kind"] or \
+                fam["steps"] <= mine["steps"] or r["recipe"].get("base") != recipe.base:
+            continue
+        better.append((r["fid"] / base_fid, fam, r, base_fid))
+    if better:
+        factor, fam, r, base_fid = min(better, key=lambda b: b[0])
+        ev = r["recipe"].get("eval") or {}
+        name = r.get("name") or r["recipe"].get("name") or "a stored run"
+        text += (f" More training is what {what} needs: with {fam['steps']:,} steps, {name} "
+                 f"reaches FID {r['fid']:.1f} against the dense {base_fid:.1f} "
+                 f"({factor:.2f}×; {ev.get('n')} samples, {ev.get('sampler')} {ev.get('steps')} "
+                 f"steps) — its curve is on the Recovery page.")
+    else:
+        text += (f" No stored run of {what} trained longer: whether more steps recover it, "
+                 f"a longer run will tell (benchmarks/recovery.md has the curves).")
+    return text
+
+
 # ----------------------------------------------------------------------------- time estimate
 
 def measure_rates(unet, batch_size: int = 16, device: str = "cpu") -> dict:

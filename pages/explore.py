@@ -18,7 +18,7 @@ import streamlit as st
 from litediff_core import explore as ex
 from litediff_core import layer_names
 from litediff_core.errors import LiteDiffError
-from litediff_core.recipes import SAMPLER_NAMES
+from litediff_core.recipes import SAMPLER_NAMES, Recipe
 from litediff_core.results import Fidelity, Latency, RunResult, Size
 from litediff_core.runs import RunStore
 from pages import _shared as ui
@@ -285,6 +285,9 @@ def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> Non
                 f"run `{hit['id']}` from {where}; nothing was run.")
     files = run_files(hit["path"], _mtime(hit["path"]))
     m = files["result"]
+    note = ex.recovery_note(Recipe.from_dict(dict(hit["recipe"])), _fid(m)[0], runs)
+    if note:
+        st.warning(note, icon=":material/healing:")
     # the reference: the dense model at the same evaluation; for the dense model sampled
     # otherwise (fewer steps, another sampler), the dense model at the default sampling
     default = ex.Controls(base=controls.base)

@@ -241,6 +241,28 @@ def test_budget_warning_is_computed_from_the_stored_runs():
     assert "fresh students with channels ÷ 2" in fresh and "10.0×" in fresh
 
 
+def test_a_stored_unrecovered_result_says_so_and_points_to_a_recovered_run():
+    d = ex.Controls()
+    grid = {"n": 1000, "latency_batch": 16}
+    long = {**_run(replace(d, ratio=0.3, method="diff-pruning", kd=1, train_steps=4000), 74.1,
+                   grid), "name": "recovery: Diff-Pruning 30 % + KD 4000"}
+    runs = [_run(d, 100.0), _run(replace(d, ratio=0.3), 640.0), _run(d, 74.6, grid), long]
+    pruned = ex.recipe_of(replace(d, ratio=0.3))
+    text = ex.recovery_note(pruned, 640.0, runs)
+    assert text.startswith("Not recovered: FID 6.4× the dense model's (640.0 vs 100.0")
+    assert "after 400 training steps" in text
+    assert "with 4,000 steps, recovery: Diff-Pruning 30 % + KD 4000 reaches FID 74.1 against " \
+           "the dense 74.6 (0.99×; 1000 samples, ddim 50 steps)" in text
+    assert "Recovery page" in text
+    # usable, nothing that prunes, no dense reference at its setup: nothing to say
+    assert ex.recovery_note(pruned, 150.0, runs) is None
+    assert ex.recovery_note(ex.recipe_of(replace(d, quant="w8a8")), 900.0, runs) is None
+    assert ex.recovery_note(pruned, 640.0, runs[1:]) is None
+    # no longer run of that kind stored: it says that much, no more
+    fresh = ex.recovery_note(ex.recipe_of(replace(d, kd=2, train_steps=1600)), 1000.0, runs)
+    assert "after 1,600 training steps" in fresh and "No stored run of a fresh student" in fresh
+
+
 def test_estimate_scales_with_the_training_steps_and_the_samples():
     rates = {"batch_size": 16, "train_step_s": 0.32, "sample_step_s": 0.08}
     d = ex.Controls()
@@ -509,6 +531,9 @@ def test_off_grid_shows_the_estimate_the_warning_and_neighbours(shipped):
 def test_shipped_grid_settings_show_at_once(shipped):
     at = ok(explore({"ratio": "0.5", "method": "taylor"}).run())
     assert "Stored result" in " ".join(m.value for m in at.markdown)
+    # 400 fine-tune steps do not recover it: the page says so and names a recovered run
+    note = next(w.value for w in at.warning if w.value.startswith("Not recovered"))
+    assert "400 training steps" in note and "Recovery page" in note
     for change in ({"ex_ratio": 0.7}, {"ex_method": "diff-pruning"}):
         (key, value), = change.items()
         widget = at.slider(key=key) if key == "ex_ratio" else at.selectbox(key=key)
