@@ -34,16 +34,6 @@ sys.path.insert(0, str(REPO))
 SHOTS = REPO / "test-artifacts" / "demo"
 
 
-def _browser_test():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("test_browser",
-                                                  REPO / "tests" / "test_browser.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-steps", type=int, default=50, help="the fresh run's training steps")
@@ -51,7 +41,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    tb = _browser_test()
+    from page_timings import _bt as tb  # the browser test's server and tab helpers
     SHOTS.mkdir(parents=True, exist_ok=True)
     tb.ARTIFACTS = SHOTS  # Tab.check writes its screenshots here
     steps, notes = [], []

@@ -34,9 +34,11 @@ sys.path.insert(0, str(REPO))
 
 
 def _browser_test():
-    """The browser test's server and tab helpers (loaded by path: ``tests`` is no package)."""
+    """The browser test's server and tab helpers (loaded by path: ``tests`` is no package;
+    its own imports, e.g. ``tiny``, come from that folder)."""
     import importlib.util
 
+    sys.path.insert(0, str(REPO / "tests"))
     spec = importlib.util.spec_from_file_location("test_browser",
                                                   REPO / "tests" / "test_browser.py")
     module = importlib.util.module_from_spec(spec)
