@@ -81,7 +81,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             for _ in range(3 if ratio == 0.3 else 2):
                 page.keyboard.press("ArrowRight")
-            page.get_by_text(text).first.wait_for(timeout=60_000)
+            page.locator("p", has_text="Stored result").filter(has_text=text).first \
+                .wait_for(timeout=60_000)
             shown = time.perf_counter() - t0
             tab.idle()
             shot = f"2-explore-{ratio:.1f}.png"
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         page.locator('[data-testid="stRadio"]').filter(has_text="Sampling steps") \
             .get_by_text("10", exact=True).click()
-        page.get_by_text("· ddim 10").first.wait_for(timeout=60_000)
+        page.locator("p", has_text="Stored result").filter(has_text="· ddim 10").first \
+            .wait_for(timeout=60_000)
         shown = time.perf_counter() - t0
         tab.idle()
         tab.check("3-explore-ddim10.png")
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
              f"budget warning: {'yes' if warned else 'no'})")
         t0 = time.perf_counter()
         page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_text("Stored result").first.wait_for(timeout=1800_000)
+        page.locator("p", has_text="Stored result").first.wait_for(timeout=1800_000)
         ran = time.perf_counter() - t0
         tab.idle()
         tab.check("5-explore-fresh-run.png")
