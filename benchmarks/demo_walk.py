@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         warned = "Too little recovery training" in body
         tab.check("4-explore-off-grid.png")
         step("Explore: off-grid setting, estimate shown", time.perf_counter() - t0,
-             "4-explore-off-grid.png", f"(estimate: {eta.group(0) if eta else 'none'}; "
+             "4-explore-off-grid.png", f"(estimate: {'≈ ' + eta.group(1) + ' min' if eta else 'none'}; "
              f"budget warning: {'yes' if warned else 'no'})")
         t0 = time.perf_counter()
         page.get_by_role("button", name="Run", exact=True).click()
