@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from page_timings import _bt as tb  # the browser test's server and tab helpers
+    from page_timings import _bt as tb, cpu_model  # the browser test's helpers
     SHOTS.mkdir(parents=True, exist_ok=True)
     tb.ARTIFACTS = SHOTS  # Tab.check writes its screenshots here
     steps, notes = [], []
@@ -180,11 +180,7 @@ def main(argv=None) -> int:
         errors = tab.errors
         browser.close()
     total = time.perf_counter() - t_start
-
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     flags = sorted(set(re.findall(r"\b(avx512_vnni|avx512_bf16|amx_int8)\b",
                                   open("/proc/cpuinfo").read())))
     flags = ", ".join(flags) or "none of avx512_vnni / avx512_bf16 / amx_int8"

@@ -443,6 +443,22 @@ def _setup(recipe: dict) -> tuple:
             ev.get("steps"), ev.get("eta", 0.0) or 0.0)
 
 
+def _finished(runs: Iterable[dict]) -> Tuple[List[dict], dict]:
+    """The finished runs with an FID, and the dense model's FID at each evaluation setup."""
+    runs = [r for r in runs if r.get("status") == "done" and r.get("fid") is not None]
+    return runs, {_setup(r["recipe"]): r["fid"] for r in runs if not r["recipe"].get("stages")}
+
+
+def _same_kind(mine: dict, base: str, runs: List[dict], dense: dict):
+    """(family, run, dense FID) of each run of ``base`` that removes what ``mine`` removes
+    (its :func:`_family` kind) and has a dense run at its evaluation setup."""
+    for r in runs:
+        fam, ref = _family(r["recipe"]), dense.get(_setup(r["recipe"]))
+        if fam is not None and ref is not None and fam["kind"] == mine["kind"] and \
+                r["recipe"].get("base") == base:
+            yield fam, r, ref
+
+
 def budget_warning(recipe: Recipe, runs: Iterable[dict]) -> Optional[str]:
     """A warning when the stored runs show that this recipe's pruning (or fresh student) needs
     more recovery training than it gets: every stored run of the same kind at about the same
@@ -452,16 +468,10 @@ def budget_warning(recipe: Recipe, runs: Iterable[dict]) -> Optional[str]:
     mine = _family(recipe.to_dict())
     if mine is None:
         return None
-    runs = [r for r in runs if r.get("status") == "done" and r.get("fid") is not None]
-    dense = {_setup(r["recipe"]): r["fid"] for r in runs if not r["recipe"].get("stages")}
-    evidence = []
-    for r in runs:
-        fam = _family(r["recipe"])
-        ref = dense.get(_setup(r["recipe"]))
-        if fam is None or ref is None or fam["kind"] != mine["kind"] or \
-                fam["steps"] < mine["steps"] or r["recipe"].get("base") != recipe.base:
-            continue
-        evidence.append({**fam, "factor": r["fid"] / ref})
+    runs, dense = _finished(runs)
+    evidence = [{**fam, "factor": r["fid"] / ref}
+                for fam, r, ref in _same_kind(mine, recipe.base, runs, dense)
+                if fam["steps"] >= mine["steps"]]
     if not evidence:
         return None
     # the closest ratio the store has, at or below this one (less pruning recovers easier)
@@ -501,8 +511,7 @@ def recovery_note(recipe: Recipe, fid: Optional[float], runs: Iterable[dict]) ->
     mine = _family(recipe.to_dict())
     if mine is None or fid is None:
         return None
-    runs = [r for r in runs if r.get("status") == "done" and r.get("fid") is not None]
-    dense = {_setup(r["recipe"]): r["fid"] for r in runs if not r["recipe"].get("stages")}
+    runs, dense = _finished(runs)
     ref = dense.get(_setup(recipe.to_dict()))
     if ref is None or fid <= USABLE_FID_FACTOR * ref:
         return None
@@ -510,13 +519,9 @@ def recovery_note(recipe: Recipe, fid: Optional[float], runs: Iterable[dict]) ->
             "fresh": "a fresh student"}[mine["kind"]]
     text = (f"Not recovered: FID {fid / ref:.1f}× the dense model's ({fid:.1f} vs {ref:.1f}, "
             f"same evaluation) after {mine['steps']:,} training steps of recovery.")
-    better = []
-    for r in runs:
-        fam, base_fid = _family(r["recipe"]), dense.get(_setup(r["recipe"]))
-        if fam is None or base_fid is None or fam["kind"] != mine["kind"] or \
-                fam["steps"] <= mine["steps"] or r["recipe"].get("base") != recipe.base:
-            continue
-        better.append((r["fid"] / base_fid, fam, r, base_fid))
+    better = [(r["fid"] / base_fid, fam, r, base_fid)
+              for fam, r, base_fid in _same_kind(mine, recipe.base, runs, dense)
+              if fam["steps"] > mine["steps"]]
     if better:
         factor, fam, r, base_fid = min(better, key=lambda b: b[0])
         ev = r["recipe"].get("eval") or {}
