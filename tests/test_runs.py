@@ -93,7 +93,9 @@ def test_run_writes_a_complete_folder_and_is_reused(tmp_path, base_folder):
 
 def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_folder):
     store = RunStore(tmp_path / "runs")
+    stamps = [store.stamp()]  # what the dashboard keys its cached runs table by
     good = run_recipe(_recipe(base_folder), store, device="cpu")
+    stamps.append(store.stamp())
     bad = Recipe(base=base_folder, eval=EVAL, stages=[
         {"stage": "structured-prune", "config": {"ratio": 0.95, "importance": "l1"}}])
     with pytest.raises(LiteDiffError):
@@ -107,6 +109,7 @@ def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_
     dead.mkdir()
     (dead / "status.json").write_text(json.dumps({"status": "running", "pid": pid}))
     (dead / "recipe.json").write_text(json.dumps(_recipe(base_folder, ratio=0.3).to_dict()))
+    stamps.append(store.stamp())
     table = store.table().set_index("id")
     assert table.loc[good.name, "status"] == "done"
     assert table.loc[store.run_dir(bad).name, "status"] == "failed"
@@ -116,8 +119,16 @@ def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_
     # the next run in the store removes it (here: one already run, reused)
     assert run_recipe(_recipe(base_folder), store, device="cpu") == good
     assert not dead.exists() and dead.name not in set(store.table()["id"])
+    stamps.append(store.stamp())
     store.delete(good.name)
     assert good.name not in set(store.table()["id"])
+    stamps.append(store.stamp())
+    assert len(set(stamps)) == len(stamps)  # every change to the table changed the stamp
+    assert store.stamp() == stamps[-1]       # and nothing else does
+    status = store.run_dir(bad) / "status.json"
+    status.write_text(status.read_text())    # a status rewritten (a run's progress)
+    os.utime(status, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert store.stamp() != stamps[-1]
 
 
 def test_sweep_grid_expands_to_one_recipe_per_point(base_folder):
@@ -242,10 +253,12 @@ def test_a_killed_run_shows_as_interrupted_and_is_cleaned(tmp_path, base_folder,
     try:
         _wait_for(lambda: RunStore.status(tmp).get("status") == "running", what="the run")
         assert len(store.table()) == 0  # running: not listed
+        running = store.stamp()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and tmp.is_dir()
+    assert store.stamp() != running  # its process died: the table changes, and so the stamp
     row = store.table().set_index("id").loc[tmp.name]
     assert row["status"] == "interrupted" and row["name"] == long.name
     capsys.readouterr()

@@ -78,28 +78,63 @@ def parse_source(source: str):
 
 def load_base(source: str = "embedded") -> BaseModel:
     kind, ref = parse_source(source)
+    folder = _download(ref) if kind == "hub" else _local_folder(kind, ref)
+    unet, scheduler, model_dir = _load_folder(folder, source)
+    meta = _meta(source, kind, folder, model_dir, dict(unet.config))
+    return BaseModel(unet=unet, scheduler=scheduler, meta=meta)
+
+
+def read_meta(source: str = "embedded") -> Optional[ModelMeta]:
+    """The model's facts and card without loading its weights (no torch import: the app's home
+    shows them at once). For the embedded model and local folders; ``None`` for a hub id (its
+    files come with :func:`load_base`) or a config that leaves the shape to diffusers'
+    defaults. Refuses what :func:`load_base` would refuse for the
+    files' shape: no UNet config, another UNet class, pickled or missing weights, a truncated or
+    corrupt safetensors file (its header and coverage are checked, not its numbers)."""
+    kind, ref = parse_source(source)
+    if kind == "hub":
+        return None
+    folder = _local_folder(kind, ref)
+    unet_dir = _unet_dir(folder)
+    config = _unet_config(unet_dir, source)
+    weights = _weights(unet_dir)
+    if not all(isinstance(config.get(k), int) for k in ("in_channels", "sample_size")):
+        return None  # diffusers' defaults fill these in: load_base knows them
+    from safetensors import SafetensorError, safe_open
+
+    for f in weights:
+        try:
+            with safe_open(str(f), framework="numpy") as h:
+                h.keys()
+        except (SafetensorError, OSError) as e:
+            raise ModelSourceError(f"cannot load the UNet weights in {unet_dir}: {e}. Is the "
+                                   f"file complete and a diffusers UNet2DModel?") from None
+    return _meta(source, kind, folder, unet_dir, config)
+
+
+def _meta(source: str, kind: str, folder: Path, unet_dir: Path, config: dict) -> ModelMeta:
+    card = _read_card(folder)
+    channels, resolution = int(config["in_channels"]), int(config["sample_size"])
+    return ModelMeta(source=source, kind=kind, path=str(unet_dir), resolution=resolution,
+                     channels=channels, dataset=card.get("dataset") or
+                     _guess_dataset(source, channels, resolution),
+                     classes=card.get("classes", []), card=card)
+
+
+def _local_folder(kind: str, ref: str) -> Path:
     if kind == "embedded":
         folder = embedded_path(ref)
         if not (folder / "unet" / "config.json").exists():
             raise ModelSourceError(f"embedded model {ref!r} is missing from {folder}; "
                                    f"reinstall the package or run `litediff train-base`")
-    elif kind == "hub":
-        folder = _download(ref)
-    else:
-        folder = Path(ref)
-        if folder.is_file():
-            if folder.suffix.lower() in PICKLED:
-                _refuse_pickled(folder)
-            raise ModelSourceError(f"{folder} is a file; give the diffusers folder that holds "
-                                   f"config.json and the safetensors weights")
-    unet, scheduler, model_dir = _load_folder(folder, source)
-    card = _read_card(folder)
-    cfg = unet.config
-    meta = ModelMeta(source=source, kind=kind, path=str(model_dir), resolution=int(cfg.sample_size),
-                     channels=int(cfg.in_channels), dataset=card.get("dataset") or
-                     _guess_dataset(source, int(cfg.in_channels), int(cfg.sample_size)),
-                     classes=card.get("classes", []), card=card)
-    return BaseModel(unet=unet, scheduler=scheduler, meta=meta)
+        return folder
+    folder = Path(ref)
+    if folder.is_file():
+        if folder.suffix.lower() in PICKLED:
+            _refuse_pickled(folder)
+        raise ModelSourceError(f"{folder} is a file; give the diffusers folder that holds "
+                               f"config.json and the safetensors weights")
+    return folder
 
 
 def _download(repo_id: str) -> Path:
@@ -134,19 +169,8 @@ def _load_folder(folder: Path, source: str):
         unet, scheduler, _ = load_compressed(folder)
         return unet, scheduler, folder / "unet"
     unet_dir = _unet_dir(folder)
-    try:
-        config = json.loads((unet_dir / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ModelSourceError(f"{unet_dir / 'config.json'} is unreadable: {e}") from None
-    cls = config.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise ModelSourceError(f"{source}: the UNet is a {cls}; LiteDiff Lab handles pixel-space "
-                               f"DDPM UNet2DModel checkpoints only")
-    if not any(unet_dir.glob("*.safetensors")):
-        pickled = sorted(p for p in unet_dir.iterdir() if p.suffix.lower() in PICKLED)
-        if pickled:
-            _refuse_pickled(pickled[0])
-        raise ModelSourceError(f"no safetensors weights in {unet_dir}")
+    _unet_config(unet_dir, source)
+    _weights(unet_dir)
     try:
         unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
     except Exception as e:  # diffusers raises OSError/ValueError/RuntimeError/safetensors errors
@@ -161,6 +185,28 @@ def _load_folder(folder: Path, source: str):
     except Exception as e:
         raise ModelSourceError(f"cannot read the noise schedule {sched_file}: {e}") from None
     return unet.eval(), scheduler, unet_dir
+
+
+def _unet_config(unet_dir: Path, source: str) -> dict:
+    try:
+        config = json.loads((unet_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelSourceError(f"{unet_dir / 'config.json'} is unreadable: {e}") from None
+    cls = config.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise ModelSourceError(f"{source}: the UNet is a {cls}; LiteDiff Lab handles pixel-space "
+                               f"DDPM UNet2DModel checkpoints only")
+    return config
+
+
+def _weights(unet_dir: Path) -> List[Path]:
+    weights = sorted(unet_dir.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(p for p in unet_dir.iterdir() if p.suffix.lower() in PICKLED)
+        if pickled:
+            _refuse_pickled(pickled[0])
+        raise ModelSourceError(f"no safetensors weights in {unet_dir}")
+    return weights
 
 
 def _read_card(folder: Path) -> dict:

@@ -143,6 +143,19 @@ class RunStore:
             raise LiteDiffError(f"no run {run_id!r} in {self.root}") from None
         shutil.rmtree(trash, ignore_errors=True)
 
+    def stamp(self) -> tuple:
+        """Changes whenever :meth:`table` would: the run folders, their recipe, status and
+        metrics files, and whether a working folder's process is still alive (the dashboard
+        keys its cached table by it; a few milliseconds for a hundred runs)."""
+        out = []
+        for d in self.runs():
+            alive = None
+            if d.name.startswith(".tmp-"):
+                pid = _owner_pid(d.name)
+                alive = pid is None or _pid_alive(pid)
+            out.append((d.name, alive, *(_mtime_ns(d / f) for f in (RECIPE, STATUS, METRICS))))
+        return str(self.root), tuple(out)
+
     def table(self) -> pd.DataFrame:
         """One row per run, for the CLI (``litediff runs``) and the dashboard."""
         rows = []
@@ -161,6 +174,13 @@ class RunStore:
                 continue
             rows.append(_row(d.name, run["recipe"], status, run["result"]))
         return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _mtime_ns(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 COLUMNS = ["id", "name", "method", "status", "params", "nonzero_params", "bytes", "macs",
