@@ -8,6 +8,29 @@ import streamlit as st
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
 
 
+@st.cache_resource(show_spinner=False)
+def warm_up():
+    """Once per server, after the first Home paint: import torch, diffusers and the compression
+    stages in a background thread (about 10 s on 2 cores), so the first switch to another page
+    finds them loaded instead of waiting for them. A page that needs them meanwhile waits only
+    for the rest (Python's import lock). ``LITEDIFF_WARM_UP_S``: the delay (tests)."""
+    import os
+    import threading
+    import time
+
+    delay_s = float(os.environ.get("LITEDIFF_WARM_UP_S", "1.5"))
+
+    def work():
+        time.sleep(delay_s)  # let the first paint reach the browser first
+        import litediff_core.compress  # noqa: F401  (torch, diffusers, torch-pruning, stages)
+        import litediff_core.runs  # noqa: F401  (pandas)
+        import plotly.graph_objects  # noqa: F401
+
+    thread = threading.Thread(target=work, name="litediff-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def measure_latency(source: str, device: str) -> dict:
     """Timed now, on demand (never cached: the figure is labelled with when it was taken)."""
     import copy
@@ -139,12 +162,20 @@ def home():
                 st.markdown(f"Quality gate ({gate.rule}): "
                             f"{'passes' if gate.passes else 'does not pass'} — mean "
                             f"max-probability {gate.mean_max_probability:.3f}")
-                st.bar_chart(gate.class_fractions, horizontal=True)
+                st.markdown(class_mix(gate.class_fractions))
         training = meta.card.get("training")
         if training:
             st.markdown(f"**Training**: {training['steps']} steps, "
                         f"{training['seconds'] / 60:.0f} min on {training['hardware']['device']}"
                         f" — `{training['command']}`")
+    warm_up()
+
+
+def class_mix(fractions: dict) -> str:
+    """The samples' class shares as a Markdown table with text bars (one block per 1 %): no
+    chart library to import on the first visit."""
+    rows = [f"| {name} | `{'▇' * round(f * 100)}` {f:.1%} |" for name, f in fractions.items()]
+    return "\n".join(["| class (shipped classifier) | share of the samples |", "|---|---|", *rows])
 
 
 def _latency(source: str, device_choice: str, card) -> None:

@@ -281,8 +281,14 @@ def _fid(r: RunResult):
 
 def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> None:
     where = "the shipped cached results" if hit["store"] == "cached" else "your run store"
-    st.markdown(f"**Stored result** — {_name(hit)} · "
-                f"run `{hit['id']}` from {where}; nothing was run.")
+    last = st.session_state.get("ex_job")
+    last = ui.job_registry().snapshot(last) if last else None
+    if last and last["state"] == "done" and \
+            last["key"] == Recipe.from_dict(dict(hit["recipe"])).key():
+        how = f"computed by your run just now, in {last['elapsed_s'] / 60:.1f} min"
+    else:
+        how = "nothing was run"
+    st.markdown(f"**Stored result** — {_name(hit)} · run `{hit['id']}` from {where}; {how}.")
     files = run_files(hit["path"], _mtime(hit["path"]))
     m = files["result"]
     note = ex.recovery_note(Recipe.from_dict(dict(hit["recipe"])), _fid(m)[0], runs)

@@ -487,6 +487,19 @@ def test_open_in_compress_hands_over_the_stages_and_eval(with_tiny):
     assert next(c.value for c in at.code if "stages:" in c.value) == recipe.to_yaml().rstrip()
 
 
+def test_a_result_your_run_just_made_says_so(with_tiny):
+    """After a fresh run the stored result is that run's: not "nothing was run"."""
+    from pages._shared import job_registry
+
+    key = ex.recipe_of(with_tiny.pruned, GRID).key()
+    job_id = job_registry().start(lambda progress: None, label="made here", key=key)
+    assert job_registry().wait(job_id, 60)["state"] == "done"
+    at = explore(ex.to_query(with_tiny.pruned))
+    at.session_state["ex_job"] = job_id
+    body = " ".join(m.value for m in ok(at.run()).markdown)
+    assert "computed by your run just now, in 0.0 min" in body and "nothing was run" not in body
+
+
 def test_run_submits_a_background_job_of_the_recipe(tiny, env, monkeypatch):
     shutil.copytree(tiny.store, env.runs)   # the run (cancelled) lands in a copy
     monkeypatch.setenv("LITEDIFF_RUNS", str(env.runs))
