@@ -281,17 +281,17 @@ def _fid(r: RunResult):
 
 def show_stored(hit: dict, runs: list, controls: ex.Controls, grid: dict) -> None:
     where = "the shipped cached results" if hit["store"] == "cached" else "your run store"
+    recipe = Recipe.from_dict(dict(hit["recipe"]))
     last = st.session_state.get("ex_job")
     last = ui.job_registry().snapshot(last) if last else None
-    if last and last["state"] == "done" and \
-            last["key"] == Recipe.from_dict(dict(hit["recipe"])).key():
+    if last and last["state"] == "done" and last["key"] == recipe.key():
         how = f"computed by your run just now, in {last['elapsed_s'] / 60:.1f} min"
     else:
         how = "nothing was run"
     st.markdown(f"**Stored result** — {_name(hit)} · run `{hit['id']}` from {where}; {how}.")
     files = run_files(hit["path"], _mtime(hit["path"]))
     m = files["result"]
-    note = ex.recovery_note(Recipe.from_dict(dict(hit["recipe"])), _fid(m)[0], runs)
+    note = ex.recovery_note(recipe, _fid(m)[0], runs)
     if note:
         st.warning(note, icon=":material/healing:")
     # the reference: the dense model at the same evaluation; for the dense model sampled

@@ -26,33 +26,38 @@ def test_home_shows_the_embedded_model_card_and_grid():
         images[0].proto.imgs[0].caption)
 
 
+def _home_in_a_fresh_process(then: str, warm_up_s: str, timeout: int) -> list:
+    """Home run once by AppTest in a new interpreter (nothing imported before it), then the
+    statements ``then``; the lines they print."""
+    code = ("import sys, threading; from streamlit.testing.v1 import AppTest; "
+            f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run(); "
+            "assert not at.exception, at.exception; " + then)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout, cwd=APP.parent,
+                         env={**os.environ, "LITEDIFF_WARM_UP_S": warm_up_s})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()
+
+
 def test_home_paints_from_the_card_without_importing_torch():
     """The first visit reads the card and its grid: no torch, no weights, no sampling. Then a
     background thread imports them for the next page (here given a minute's delay, to look at
     the state before it)."""
-    code = ("import sys, threading; from streamlit.testing.v1 import AppTest; "
-            f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run(); "
-            "assert not at.exception, at.exception; assert at.metric and at.get('image'); "
-            "print(sorted(m for m in ('torch', 'diffusers', 'fvcore') if m in sys.modules)); "
-            "print([t.name for t in threading.enumerate() if t.name == 'litediff-warm-up'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=APP.parent, env={**os.environ,
-                                                           "LITEDIFF_WARM_UP_S": "60"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-2:] == ["[]", "['litediff-warm-up']"]
+    printed = _home_in_a_fresh_process(
+        "assert at.metric and at.get('image'); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'fvcore') if m in sys.modules)); "
+        "print([t.name for t in threading.enumerate() if t.name == 'litediff-warm-up'])",
+        warm_up_s="60", timeout=120)
+    assert printed[-2:] == ["[]", "['litediff-warm-up']"]
 
 
 def test_the_warm_up_loads_what_the_other_pages_need():
-    code = ("import sys, threading; from streamlit.testing.v1 import AppTest; "
-            f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run(); "
-            "[t.join(120) for t in threading.enumerate() if t.name == 'litediff-warm-up']; "
-            "print(all(m in sys.modules for m in ('torch', 'diffusers', 'torch_pruning', "
-            "'litediff_core.compress', 'pandas', 'plotly.graph_objects')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=180, cwd=APP.parent, env={**os.environ,
-                                                           "LITEDIFF_WARM_UP_S": "0"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "True"
+    printed = _home_in_a_fresh_process(
+        "[t.join(120) for t in threading.enumerate() if t.name == 'litediff-warm-up']; "
+        "print(all(m in sys.modules for m in ('torch', 'diffusers', 'torch_pruning', "
+        "'litediff_core.compress', 'pandas', 'plotly.graph_objects')))",
+        warm_up_s="0", timeout=180)
+    assert printed[-1] == "True"
 
 
 def test_home_measures_latency_and_samples_on_demand():
