@@ -5,30 +5,9 @@ Thin by design: every number comes from a ``litediff_core`` call; nothing here c
 
 import streamlit as st
 
+from pages._warm_up import imports_done, warm_up
+
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up():
-    """Once per server, after the first Home paint: import torch, diffusers and the compression
-    stages in a background thread (about 10 s on 2 cores), so the first switch to another page
-    finds them loaded instead of waiting for them. A page that needs them meanwhile waits only
-    for the rest (Python's import lock). ``LITEDIFF_WARM_UP_S``: the delay (tests)."""
-    import os
-    import threading
-    import time
-
-    delay_s = float(os.environ.get("LITEDIFF_WARM_UP_S", "1.5"))
-
-    def work():
-        time.sleep(delay_s)  # let the first paint reach the browser first
-        import litediff_core.compress  # noqa: F401  (torch, diffusers, torch-pruning, stages)
-        import litediff_core.runs  # noqa: F401  (pandas)
-        import plotly.graph_objects  # noqa: F401
-
-    thread = threading.Thread(target=work, name="litediff-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def measure_latency(source: str, device: str) -> dict:
@@ -36,6 +15,7 @@ def measure_latency(source: str, device: str) -> dict:
     import copy
     import time
 
+    imports_done()
     from litediff_core.metrics import step_latency
     from pages._shared import load_model
 
@@ -49,6 +29,7 @@ def measure_latency(source: str, device: str) -> dict:
 def grid_of(source: str, sampler: str, steps: int, seed: int, device: str):
     import copy
 
+    imports_done()
     from litediff_core.samplers import generate, grid
     from pages._shared import load_model
 
@@ -70,6 +51,7 @@ def _meta_and_card(source: str, dataset: str):
     if meta is None:  # a hub id (or a config without its shape): load it to know
         from pages._shared import load_model
 
+        imports_done()
         meta = load_model(source).meta
     if dataset:
         from pages._shared import dataset_shape
@@ -119,6 +101,7 @@ def home():
         from litediff_core.results import Size
         from pages._shared import size_of
 
+        imports_done()
         size, size_note = Size.from_dict(size_of(source)), "measured now"
     st.subheader(f"Base model: `{meta.source}`")
     cols = st.columns(4)
@@ -162,20 +145,36 @@ def home():
                 st.markdown(f"Quality gate ({gate.rule}): "
                             f"{'passes' if gate.passes else 'does not pass'} — mean "
                             f"max-probability {gate.mean_max_probability:.3f}")
-                st.markdown(class_mix(gate.class_fractions))
+                mix = gate
         training = meta.card.get("training")
         if training:
             st.markdown(f"**Training**: {training['steps']} steps, "
                         f"{training['seconds'] / 60:.0f} min on {training['hardware']['device']}"
                         f" — `{training['command']}`")
+        if card is not None and card.quality_gate:
+            # drawn last: the first chart of a browser tab loads plotly.js (1-2.5 s of a
+            # 2-core machine), here while the student reads the card, not on the next page
+            st.plotly_chart(class_mix(mix.class_fractions, mix.n), theme=None, key="home_mix",  # as ui.CHART
+                            config={"displayModeBar": False})
     warm_up()
 
 
-def class_mix(fractions: dict) -> str:
-    """The samples' class shares as a Markdown table with text bars (one block per 1 %): no
-    chart library to import on the first visit."""
-    rows = [f"| {name} | `{'▇' * round(f * 100)}` {f:.1%} |" for name, f in fractions.items()]
-    return "\n".join(["| class (shipped classifier) | share of the samples |", "|---|---|", *rows])
+def class_mix(fractions: dict, n=None):
+    """The samples' class shares (the shipped classifier's verdicts), one bar per class."""
+    import plotly.graph_objects as go
+
+    names, shares = list(fractions), [100 * f for f in fractions.values()]
+    fig = go.Figure(go.Bar(x=shares, y=names, orientation="h", marker_color="#1f77b4",
+                           text=[f"{v:.1f}%" for v in shares], textposition="outside",
+                           hovertemplate="%{y}: %{x:.1f}% of the samples<extra></extra>"))
+    fig.update_layout(template="plotly_white", height=60 + 24 * len(names),
+                      margin={"l": 10, "r": 40, "t": 30, "b": 30},
+                      title={"text": f"Class of each of the {n or ''} samples (shipped "
+                                     f"classifier)".replace("  ", " "),
+                             "font": {"size": 13}},
+                      xaxis={"title": "% of the samples", "range": [0, max(shares + [10]) * 1.2]},
+                      yaxis={"autorange": "reversed"})
+    return fig
 
 
 def _latency(source: str, device_choice: str, card) -> None:
@@ -208,6 +207,28 @@ def _latency(source: str, device_choice: str, card) -> None:
         st.metric("Step latency", "not measured")
 
 
+def run_page(page) -> None:
+    """Run the chosen page. With ``LITEDIFF_PAGE_TIMES`` set to a file, append one JSON line
+    per script run (page title, seconds the server spent on it): benchmarks/page_timings.py
+    splits a page switch into server time and the browser's share with it."""
+    import os
+    import time
+
+    start = time.perf_counter()
+    try:
+        if page.title != "Home":  # every other page imports torch and diffusers
+            imports_done()
+        page.run()
+    finally:  # also when Streamlit stops a run early (a rerun, a page switch)
+        log = os.environ.get("LITEDIFF_PAGE_TIMES")
+        if log:
+            import json
+
+            with open(log, "a") as f:
+                f.write(json.dumps({"page": page.title, "at": time.time(),
+                                    "seconds": round(time.perf_counter() - start, 4)}) + "\n")
+
+
 pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True),
                     st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
                     st.Page("pages/compress.py", title="Compress", icon=":material/content_cut:"),
@@ -216,4 +237,4 @@ pg = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=
                     st.Page("pages/pareto.py", title="Pareto", icon=":material/scatter_plot:"),
                     st.Page("pages/recovery.py", title="Recovery", icon=":material/trending_down:"),
                     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:")])
-pg.run()
+run_page(pg)

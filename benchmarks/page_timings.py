@@ -12,6 +12,10 @@ Chromium with Playwright:
   once on the cold server right after Home (Home's background warm-up may still be importing
   torch), then in every warm round.
 
+- server share: the server logs how long each script run took (``LITEDIFF_PAGE_TIMES``, see
+  ``app.run_page``); the rest of a switch is the browser's (drawing, and waiting for a core
+  on a 2-core machine) and the websocket's.
+
 - idle CPU: with exactly one tab open on Home and nothing happening, the CPU time the server
   process (``/proc/<pid>/stat``) and Chromium's processes use over ``--idle-seconds``, as a
   share of one core. ``--watcher auto`` measures it once more with Streamlit's file watcher on
@@ -138,6 +142,15 @@ def visit_home(browser, url):
     return tab, paint, done
 
 
+def last_server_time(log: Path, title: str) -> float:
+    """The seconds of the server's latest script run of page ``title`` (``app.run_page``)."""
+    import json
+
+    runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    runs = [r for r in runs if r["page"] == title]
+    return runs[-1]["seconds"] if runs else float("nan")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -149,14 +162,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    rows, errors, idle = {}, [], {}
+    rows, server, errors, idle = {}, {}, [], {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, \
-            serve_process(Path(tmp) / "runs", Path(tmp) / "streamlit.log") as (url, proc), \
+            serve_process(Path(tmp) / "runs", Path(tmp) / "streamlit.log",
+                          env={"LITEDIFF_PAGE_TIMES": str(Path(tmp) / "times.jsonl")}
+                          ) as (url, proc), \
             sync_playwright() as pw:
+        times = Path(tmp) / "times.jsonl"
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab, paint, done = visit_home(browser, url)
         rows["first paint, cold server"] = [paint]
         rows["home complete, cold server"] = [done]
+        server["home complete, cold server"] = [last_server_time(times, "Home")]
         # what a student does next: the first switch, while Home's warm-up may still import
         # torch and the compression stages in the background
         t0 = time.perf_counter()
@@ -165,6 +183,8 @@ def main(argv=None) -> int:
         tab.idle(timeout_s=300, settle=False)
         rows["first switch to Explore, cold server (right after Home)"] = [
             time.perf_counter() - t0]
+        server["first switch to Explore, cold server (right after Home)"] = [
+            last_server_time(times, "Explore")]
         tab.idle()
         errors += tab.errors
         tab.page.close()
@@ -172,6 +192,7 @@ def main(argv=None) -> int:
             tab, paint, done = visit_home(browser, url)
             rows.setdefault("first paint, warm (new tab)", []).append(paint)
             rows.setdefault("home complete, warm", []).append(done)
+            server.setdefault("home complete, warm", []).append(last_server_time(times, "Home"))
             for label, title, _ in PAGES:
                 t0 = time.perf_counter()
                 tab.nav(label)
@@ -181,6 +202,8 @@ def main(argv=None) -> int:
                 tab.idle(settle=False)
                 rows.setdefault(f"switch to {label}: run complete", []).append(
                     time.perf_counter() - t0)
+                server.setdefault(f"switch to {label}: run complete", []).append(
+                    last_server_time(times, title))
                 tab.idle()
             errors += tab.errors
             tab.page.close()
@@ -203,14 +226,17 @@ def main(argv=None) -> int:
                                                                else sys.argv[1:])])
     lines = ["# Dashboard timings in a real browser", "",
              f"Command: `{command.strip()}`  ",
-             f"Machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs (load average "
-             f"{os.getloadavg()[0]:.1f} at the end: other processes share these cores); "
+             f"Machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs (1-minute load "
+             f"average {load_before:.1f} before the start, {os.getloadavg()[0]:.1f} at the end "
+             f"with this benchmark's own server and browser); "
              f"Chromium {CHROMIUM}; cached_results/ as shipped; written "
              f"{time.strftime('%Y-%m-%d %H:%M')}.", "",
-             "| what | median s | min s | max s | n |", "|---|---|---|---|---|"]
+             "| what | median s | min s | max s | n | of it on the server (median s) |",
+             "|---|---|---|---|---|---|"]
     for what, xs in rows.items():
+        own = f"{statistics.median(server[what]):.2f}" if what in server else ""
         lines.append(f"| {what} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} "
-                     f"| {len(xs)} |")
+                     f"| {len(xs)} | {own} |")
     if idle:
         lines += ["", "Idle CPU: one tab open on Home, loaded, then left alone; CPU time "
                   "(`/proc/<pid>/stat` utime + stime) per wall second, as a share of one core.",

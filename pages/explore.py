@@ -393,7 +393,7 @@ def small_plots(hit: dict, files: dict, runs: list) -> None:
         rows, changes = files["rows"], files["changes"]
         if changes is not None and rows:
             st.plotly_chart(layer_thumbnail(changes, rows), key="ex_layers",
-                            config={"displayModeBar": False})
+                            config={"displayModeBar": False}, **ui.CHART)
             if st.button("Per-layer details", key="ex_layers_page",
                          icon=":material/view_module:", help="this run on the Layers page"):
                 st.session_state["layers_focus"] = hit["ref"]
@@ -403,7 +403,7 @@ def small_plots(hit: dict, files: dict, runs: list) -> None:
                        "and caching keep every shape).")
     with cols[1]:
         st.plotly_chart(small_pareto(hit, runs), key="ex_pareto",
-                        config={"displayModeBar": False})
+                        config={"displayModeBar": False}, **ui.CHART)
         st.caption("Ringed: this recipe; grey: the other stored runs of this base with the "
                    "same sample count (the Pareto page has every axis).")
 
@@ -418,6 +418,7 @@ def layer_thumbnail(changes: pd.DataFrame, rows: list) -> go.Figure:
         customdata=[changes["name"].tolist()] * len(rows),
         hovertemplate="%{customdata}<br>%{y}: %{z:.2f}<extra></extra>"))
     fig.update_layout(height=120 + 40 * len(rows), margin={"t": 30, "b": 10, "l": 10, "r": 10},
+                      template="plotly_white",
                       title={"text": "Per layer, input → output", "font": {"size": 13}},
                       xaxis={"showticklabels": False})
     return fig
@@ -444,6 +445,7 @@ def small_pareto(hit: dict, runs: list) -> go.Figure:
     ticks = [v for v in (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
              if fids and min(fids) / 2 <= v <= max(fids) * 2]
     fig.update_layout(height=260, margin={"t": 30, "b": 10, "l": 10, "r": 10},
+                      template="plotly_white",
                       title={"text": f"FID vs params ({n} samples)", "font": {"size": 13}},
                       showlegend=False, xaxis={"title": "params (M)", "rangemode": "tozero"},
                       yaxis={"title": "FID (log)", "type": "log", "tickvals": ticks or None,

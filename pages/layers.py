@@ -68,6 +68,7 @@ def heatmap(changes, rows, title: str) -> go.Figure:
                               "yref": "paper", "line": {"color": "white", "width": 3}})
             start = i
     fig.update_layout(title=title, height=330 + 70 * len(rows), margin={"t": 110, "b": 10},
+                      template="plotly_white",
                       annotations=labels, shapes=lines,
                       xaxis={"tickangle": -60, "tickfont": {"size": 10},
                              "title": "layers with weights, input → output"})
@@ -128,7 +129,8 @@ def block_bars(blocks, title: str, names=("before", "after"), cols=AFTER) -> go.
                     row=1, col=1)
         fig.add_bar(x=blocks["block"], y=blocks[m] / 1e6, name=name, legendgroup=name,
                     showlegend=False, row=1, col=2)
-    fig.update_layout(title=title, barmode="group", height=400, margin={"t": 80})
+    fig.update_layout(title=title, barmode="group", height=400, margin={"t": 80},
+                      template="plotly_white")
     fig.update_yaxes(title_text="M params", row=1, col=1)
     fig.update_yaxes(title_text="M MACs", row=1, col=2)
     return fig
@@ -181,7 +183,7 @@ def main() -> None:
     if rows:
         names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
         st.plotly_chart(heatmap(changes, rows, f"Per layer: {names} — {recipe.get('name')}"
-                                               f"{setup}"), key="ly_heat")
+                                               f"{setup}"), key="ly_heat", **ui.CHART)
         stages = {s.get("stage") for s in recipe.get("stages", [])}
         if "sparsity" in rows and "unstructured-prune" not in stages:
             st.caption(f"No pruning stage zeroed these weights: they are weights that "
@@ -196,7 +198,7 @@ def main() -> None:
     summary = block_summary(blocks)
     st.dataframe(summary, hide_index=True, height=table_height(len(summary)))
     st.plotly_chart(block_bars(blocks, "Per block: base (before) vs this run (after)"
-                                       f"{setup}"), key="ly_blocks")
+                                       f"{setup}"), key="ly_blocks", **ui.CHART)
     with st.expander("Per-layer table"):
         st.dataframe(layers.sort_values("name", key=lambda n: n.map(layer_names.layer_order),
                                         kind="stable"), hide_index=True)
@@ -206,7 +208,10 @@ def main() -> None:
     if not others:
         st.info("Only one run has a layer table: run another recipe to compare.")
         return
-    other = st.selectbox("Compare with", others, format_func=choices.get, key="ly_other")
+    other = st.selectbox("Compare with", others, index=None, format_func=choices.get,
+                         key="ly_other", placeholder="pick a run to compare with this one")
+    if other is None:  # drawn on request: two more figures and tables to paint on every visit
+        return
     store_b, id_b = ui.resolve(other)
     layers_b = store_b.layers(id_b)
     a, b = layer_names.block_table(layers), layer_names.block_table(layers_b)
@@ -217,7 +222,7 @@ def main() -> None:
         both, f"After compression: A = {run_id} vs B = {id_b}{setup}", names=(f"A {run_id}",
                                                                      f"B {id_b}"),
         cols=(("params_after_a", "macs_after_a"), ("params_after_b", "macs_after_b"))),
-        key="ly_diff")
+        key="ly_diff", **ui.CHART)
     def signed(v):
         return ("+" if v > 0 else "−" if v < 0 else "") + count(abs(v))
 

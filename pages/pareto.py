@@ -170,35 +170,46 @@ def figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str = "",
     return fig
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def shared_figure(df: pd.DataFrame, x: str, y: str, setup: str, ring: str,
+                  ring_label: str) -> go.Figure:
+    """:func:`figure`, built once per input for every session (building and validating 60
+    traces costs 0.3 s of a 2-core machine's page run). Shared: never change it in place."""
+    return figure(df, x, y, setup, ring=ring, ring_label=ring_label)
+
+
 REPORTED = "reported: Inception FID, other setup"
 
 
-def overlay_reported(fig: go.Figure, x: str, y: str, datasets) -> None:
+def overlay_reported(fig: go.Figure, x: str, y: str, datasets) -> go.Figure:
     """The seed papers' CIFAR-10 numbers (``litediff_core/reported_points.csv``), on request and
     only over runs of a CIFAR-10 base (``datasets``: the shown runs'), as markers of their own:
-    never part of the frontier (computed from the runs alone) and not clickable."""
+    never part of the frontier (computed from the runs alone) and not clickable. Returns a new
+    figure when it overlays (``fig`` is left as it is), else ``fig``."""
     points = reported.reported_points()
     if points.empty:
         st.caption("No reported points from the seed papers are overlaid: none could be "
                    "verified from the papers' text here, and numbers are never invented.")
-        return
+        return fig
     mismatch = reported.reported_mismatch(datasets)
     if mismatch:
         st.caption(mismatch)
-        return
+        return fig
     rows = reported.reported_on_axis(points, x, y, AXES[x][1])
     if rows.empty:
         st.caption(f"The seed papers report no {METRICS[y][0].split(' (')[0]} against "
                    f"{AXES[x][0].split(' (')[0]}: reported points exist for FID vs parameters, "
                    f"MACs per step and weights on disk.")
-        return
+        return fig
     if st.checkbox(f"Overlay the seed papers' reported points ({len(rows)}; Inception FID, "
                    f"other setup: not comparable with these runs' FIDs)", key="pa_reported"):
+        fig = go.Figure(fig)
         fig.add_scatter(x=rows["x"], y=rows["y"], mode="markers", name=REPORTED,
                         legendgroup="reported", legendgrouptitle_text="seed papers",
                         marker={"symbol": "x-thin", "size": 10, "color": "#555555",
                                 "line": {"width": 2, "color": "#555555"}},
                         hovertext=rows["hover"], hovertemplate="%{hovertext}<extra></extra>")
+    return fig
 
 
 def selected_ref(event) -> str:
@@ -262,10 +273,10 @@ def main() -> None:
     picked = selected_ref(st.session_state.get("pa_chart"))
     picked = picked if picked in set(df["ref"]) else ""
     ring = picked or newest_ref(df)
-    fig = figure(df, x, y, setup, ring=ring, ring_label="selected run" if picked else
-                 "newest run")
-    overlay_reported(fig, x, y, df["dataset"])
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pa_chart")
+    fig = shared_figure(df, x, y, setup, ring, "selected run" if picked else "newest run")
+    fig = overlay_reported(fig, x, y, df["dataset"])
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pa_chart",
+                            **ui.CHART)
     st.caption(f"One point per finished run ({len(df)}): colour and marker by method family, "
                f"shades for its variants (click a legend entry to hide it); the dashed line "
                f"joins the runs no other run beats on both axes"
@@ -299,14 +310,19 @@ def export(fig: go.Figure, df: pd.DataFrame, x: str, y: str) -> None:
     c = st.columns(2)
     cols = ["ref", "name", "method", x, y] + (["fid_lo", "fid_hi"] if y == "fid" else []) + [
         "eval", "extractor", "device", "latency_batch"]
-    c[0].download_button("Download points (CSV)", df[cols].to_csv(index=False),
+    points = df[cols].to_csv(index=False)
+    c[0].download_button("Download points (CSV)", points,
                          f"pareto-{y}-vs-{x}.csv", "text/csv", key="pa_csv")
     c[1].download_button("Download figure (interactive HTML)",
                          lambda: fig.to_html(include_plotlyjs=True),
                          f"pareto-{y}-vs-{x}.html", "text/html", key="pa_html")
     # PNG and SVG through kaleido, which drives a local Chrome/Chromium: made on request
     # (a few seconds), with the figure's own colours, markers and legend
-    want = (x, y, hashlib.sha256(fig.to_json().encode()).hexdigest())
+    # images made for this very figure: its points, highlight and overlay (not its JSON, whose
+    # serialisation would cost 0.1 s every run)
+    shown = (points, tuple(t.name for t in fig.data), [t.x for t in fig.data if t.name ==
+                                                       REPORTED or t.legendgroup == "ring"])
+    want = (x, y, hashlib.sha256(repr(shown).encode()).hexdigest())
     if c[0].button("Make PNG and SVG of the figure", key="pa_png_make"):
         try:
             st.session_state["pa_png_bytes"] = (want, figure_image(fig, "png"))

@@ -54,7 +54,7 @@ def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Fi
                         line={"dash": "dash", "color": "grey"})
     fig.update_layout(title=title, height=460, xaxis_title=X_AXES[x][0], yaxis_title=Y_AXES[y],
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 60}, showlegend=True,
-                      yaxis_type="log" if log else "linear")
+                      yaxis_type="log" if log else "linear", template="plotly_white")
     return fig
 
 
@@ -106,7 +106,8 @@ def main():
     if not shown:
         st.info("Pick one or more runs above.")
         return
-    st.plotly_chart(figure(shown, x, y, setup, log), width="stretch", key="rc_chart")
+    st.plotly_chart(figure(shown, x, y, setup, log), width="stretch", key="rc_chart",
+                    **ui.CHART)
     st.caption(f"{setup}. Curve FIDs use few samples and a fast sampler: compare points of "
                "these curves with each other, never with a run's final FID (Runs and Pareto "
                "pages: more samples, its own sampler). Error bars: 95 % bootstrap interval.")

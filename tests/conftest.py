@@ -8,6 +8,9 @@ from litediff_core.data import local_folder
 
 # Tests never touch the network: the hub is unreachable here and must be for users' tests too.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# no background imports in the test process: tests import diffusers in their own thread, and
+# diffusers' lazy imports are not thread-safe (tests of the warm-up run Home in a subprocess)
+os.environ.setdefault("LITEDIFF_WARM_UP_S", "off")
 
 # Fashion-MNIST where the library finds it ($LITEDIFF_DATA, user cache, Debian's package), looked
 # up before each test's empty cache (below) hides the user's, and passed on as LITEDIFF_DATA.

@@ -64,14 +64,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(runs: Path, log: Path, flags=()):
+def serve_process(runs: Path, log: Path, flags=(), env=None):
     """``streamlit run app.py`` on a free loopback port, with cached_results/ as shipped and
     ``runs`` as the user store; yields (URL, process) once it answers its health check. Started
     in the repository, so the shipped ``.streamlit/config.toml`` applies (no file watcher);
-    ``flags`` are extra ``--section.option=value`` arguments."""
+    ``flags`` are extra ``--section.option=value`` arguments, ``env`` extra variables."""
     port = _free_port()
     env = {**os.environ, "LITEDIFF_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
-           "LITEDIFF_CACHED_RESULTS": str(REPO / "cached_results"), "PYTHONPATH": str(REPO)}
+           "LITEDIFF_CACHED_RESULTS": str(REPO / "cached_results"), "PYTHONPATH": str(REPO),
+           **(env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",

@@ -13,8 +13,8 @@ from litediff_core.errors import MetricError
 from litediff_core.metrics import FMNIST_EXTRACTOR, FidelityResult, fidelity
 from litediff_core.models.classifier import FashionClassifier, save_classifier
 
-# ``litediff_core.metrics.fidelity`` is the function; the module is reached through sys.modules.
-fidelity_module = importlib.import_module("litediff_core.metrics.fidelity")
+# ``litediff_core.metrics.fidelity`` is the function; its module is ``metrics._fidelity``.
+fidelity_module = importlib.import_module("litediff_core.metrics._fidelity")
 
 
 def blobs(n, seed):

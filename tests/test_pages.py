@@ -405,6 +405,9 @@ def test_runs_delete_asks_first_and_cached_runs_are_read_only(tiny, env):
 
 def test_layers_heatmap_blocks_and_difference(with_runs):
     at = ok(page("layers"))
+    heat, blocks = figures(at)  # the difference to another run is drawn once one is picked
+    assert "layers differ" not in " ".join(c.value for c in at.caption)
+    at = ok(at.selectbox(key="ly_other").select(f"yours:{with_runs.ids[1]}").run())
     heat, blocks, diff = figures(at)
     # the structured run changed channels only: one row, named layers on the axis
     assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["z"]) == 1
