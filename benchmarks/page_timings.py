@@ -12,6 +12,11 @@ Chromium with Playwright:
   once on the cold server right after Home (Home's background warm-up may still be importing
   torch), then in every warm round.
 
+- reading time: after each page has run, ``--read-seconds`` pass (a student looking at it)
+  before the next click, so a switch is not charged with the previous page's drawing still in
+  progress (plotly.js, loaded by the first chart of a tab, takes 1-2.5 s to compile here); the
+  cold row right after Home keeps no pause: the worst case.
+
 - server share: the server logs how long each script run took (``LITEDIFF_PAGE_TIMES``, see
   ``app.run_page``); the rest of a switch is the browser's (drawing, and waiting for a core
   on a 2-core machine) and the websocket's.
@@ -158,6 +163,8 @@ def main(argv=None) -> int:
                    help="window of the idle-CPU measurement (0: skip it)")
     p.add_argument("--watcher", choices=["auto", "poll", "watchdog"], default=None,
                    help="also measure idle CPU with this file watcher (the shipped config: none)")
+    p.add_argument("--read-seconds", type=float, default=3.0,
+                   help="pause on each page before the next switch (a student reading it)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "page_timings.md"))
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -194,6 +201,7 @@ def main(argv=None) -> int:
             rows.setdefault("home complete, warm", []).append(done)
             server.setdefault("home complete, warm", []).append(last_server_time(times, "Home"))
             for label, title, _ in PAGES:
+                tab.page.wait_for_timeout(args.read_seconds * 1000)
                 t0 = time.perf_counter()
                 tab.nav(label)
                 tab.title(title)

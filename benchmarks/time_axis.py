@@ -20,7 +20,8 @@ otherwise idle (``--retime`` redoes the timings alone).
 that ``benchmarks/recovery.py`` recovered by distillation) at other samplers, steps and caching,
 measured the same way against the dense base: its weights are loaded from the run, not trained
 again. Those rows are kept in ``time_axis-recovered.json`` beside the report (the model's
-training is in its own run).
+training is in its own run), and every later report shows them unless ``--recovered`` names
+other runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
@@ -284,11 +286,12 @@ def write_report(store: RunStore, recipes_, path: Path, command: str,
     path.write_text("\n".join(lines) + "\n")
 
 
-def _stored_rows(path: Path, run_id: str) -> list:
+def _stored_rows(path: Path, run_id: Optional[str]) -> list:
+    """The rows kept for recovered run ``run_id`` (every run's for None)."""
     import json
 
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    return [r for r in rows if r.get("run") == run_id]
+    return [r for r in rows if run_id is None or r.get("run") == run_id]
 
 
 def retime(store: RunStore, recipes_) -> None:
@@ -317,6 +320,10 @@ def main(argv=None) -> int:
     store = RunStore(args.store)
     todo = recipes(args.base, args.n, args.models.split(","))
     command = "python benchmarks/time_axis.py " + " ".join(argv or sys.argv[1:])
+    extra_path = Path(args.out).with_name("time_axis-recovered.json")
+    # rows measured earlier for recovered models stay in the report unless others are named
+    kept = tuple(dict.fromkeys(r["run"] for r in _stored_rows(extra_path, None)))
+    stored = tuple((run_id, _stored_rows(extra_path, run_id)) for run_id in kept)
     try:
         if args.retime and args.models != "none":
             retime(store, todo)
@@ -327,8 +334,8 @@ def main(argv=None) -> int:
                     run_recipe(recipe, store, progress=TqdmProgress(recipe.method()), device="cpu")
                 except LiteDiffError as e:
                     print(f"  failed: {e}", flush=True)
-                write_report(store, todo, Path(args.out), command)
-        extra_path = Path(args.out).with_name("time_axis-recovered.json")
+                write_report(store, todo, Path(args.out), command, stored)
+
         def rows_of(run_id):
             if args.report:
                 return _stored_rows(extra_path, run_id)
@@ -337,7 +344,7 @@ def main(argv=None) -> int:
             return measure_recovered(store, run_id, args.n, extra_path)
 
         recovered = tuple((run_id, rows_of(run_id))
-                          for run_id in filter(None, args.recovered.split(",")))
+                          for run_id in filter(None, args.recovered.split(","))) or stored
         write_report(store, todo, Path(args.out), command, recovered)
     except LiteDiffError as e:
         print(f"time_axis: error: {e}", file=sys.stderr)

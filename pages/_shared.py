@@ -15,7 +15,6 @@ from typing import List, Optional, Tuple
 import pandas as pd
 import streamlit as st
 
-from litediff_core.errors import LiteDiffError
 from litediff_core.results import Fidelity, Latency, RunResult
 from litediff_core.runs import RunStore
 
@@ -120,19 +119,14 @@ def runs_table() -> pd.DataFrame:
 def _runs_table(stamps: tuple) -> pd.DataFrame:
     frames = []
     for label, store in stores():
-        t = store.table()
+        records = store.records()  # each run read once, for its row and its setup
+        t = store.table(records)
         if t.empty:
             continue
         t.insert(0, "store", label)
         t.insert(1, "ref", [f"{label}:{i}" for i in t["id"]])
         t["path"] = [str(store.root / i) for i in t["id"]]
-        setups = []
-        for i in t["id"]:
-            try:
-                run = store.load(i)
-            except LiteDiffError:  # deleted since the table was read
-                run = {"result": RunResult(), "recipe": {}}
-            setups.append(_setup_of(run["result"], run["recipe"]))
+        setups = [_setup_of(run["result"], run["recipe"]) for _, run, _ in records]
         frames.append(pd.concat([t.reset_index(drop=True), pd.DataFrame(setups)], axis=1))
     if not frames:
         from litediff_core.runs import COLUMNS

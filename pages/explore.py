@@ -45,16 +45,13 @@ def stored_runs(roots: tuple, stamps: tuple) -> list:
     out = []
     for label, root in roots:
         store = RunStore(root)
-        for row in store.table().to_dict("records"):
+        records = store.records()  # each run read once
+        for row, (_, run, status) in zip(store.table(records).to_dict("records"), records):
             if row["id"].startswith("."):
                 continue
-            try:
-                recipe = store.load(row["id"])["recipe"]
-            except LiteDiffError:
-                continue
+            recipe = run["recipe"]
             controls = ex.controls_of(recipe)
             row = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
-            status = store.status(Path(root) / row["id"])
             took = (status["finished"] - status["started"]
                     if isinstance(status.get("finished"), (int, float))
                     and isinstance(status.get("started"), (int, float)) else None)

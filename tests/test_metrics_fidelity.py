@@ -304,3 +304,22 @@ def test_bootstrap_of_200_samples_takes_seconds_not_minutes():
     assert len(fids) == 200 and all(math.isfinite(f) and f > 0 for f in fids)
     assert elapsed < 10, f"{elapsed:.1f} s"
     assert torch.get_num_threads() == threads  # the thread count is restored
+
+
+def test_quality_metrics_load_on_first_use():
+    """The compression stages measure size only: importing them leaves torch-fidelity (and the
+    torchvision models it imports) unloaded; the first read of ``metrics.fidelity`` loads it,
+    and it is the function, not its module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, litediff_core.compress, litediff_core.metrics as m; "
+            "print('torch_fidelity' in sys.modules); f = m.fidelity; "
+            "print('torch_fidelity' in sys.modules, callable(f), type(f).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["False", "True True function"]
+    import litediff_core.metrics as m  # here the module was imported before: still the function
+
+    assert m.fidelity is fidelity and m.FidelityResult is FidelityResult

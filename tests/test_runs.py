@@ -110,6 +110,9 @@ def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_
     (dead / "status.json").write_text(json.dumps({"status": "running", "pid": pid}))
     (dead / "recipe.json").write_text(json.dumps(_recipe(base_folder, ratio=0.3).to_dict()))
     stamps.append(store.stamp())
+    records = store.records()
+    assert [run_id for run_id, _, _ in records] == list(store.table()["id"])
+    assert store.table(records).equals(store.table())  # the dashboard reads each run once
     table = store.table().set_index("id")
     assert table.loc[good.name, "status"] == "done"
     assert table.loc[store.run_dir(bad).name, "status"] == "failed"

@@ -156,9 +156,10 @@ class RunStore:
             out.append((d.name, alive, *(_mtime_ns(d / f) for f in (RECIPE, STATUS, METRICS))))
         return str(self.root), tuple(out)
 
-    def table(self) -> pd.DataFrame:
-        """One row per run, for the CLI (``litediff runs``) and the dashboard."""
-        rows = []
+    def records(self) -> list:
+        """``(id, run, status)`` of every run the table lists (``run`` as :meth:`load` gives
+        it): finished and failed runs, and interrupted working folders (their process gone)."""
+        out = []
         for d in self.runs():
             status = self.status(d)
             if d.name.startswith(".tmp-"):
@@ -172,7 +173,14 @@ class RunStore:
                 run = self.load(d.name)
             except LiteDiffError:  # renamed into place or deleted meanwhile
                 continue
-            rows.append(_row(d.name, run["recipe"], status, run["result"]))
+            out.append((d.name, run, status))
+        return out
+
+    def table(self, records: Optional[list] = None) -> pd.DataFrame:
+        """One row per run, for the CLI (``litediff runs``) and the dashboard; ``records``:
+        :meth:`records` when the caller has them already."""
+        rows = [_row(run_id, run["recipe"], status, run["result"])
+                for run_id, run, status in (self.records() if records is None else records)]
         return pd.DataFrame(rows, columns=COLUMNS)
 
 
