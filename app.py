@@ -217,7 +217,11 @@ def run_page(page) -> None:
     start = time.perf_counter()
     try:
         if page.title != "Home":  # every other page imports torch and diffusers
-            imports_done()
+            thread = warm_up()
+            if thread is not None and thread.is_alive():
+                with st.spinner("Loading torch, diffusers and the compression stages (once "
+                                "after the server starts, a few seconds)…"):
+                    imports_done()
         page.run()
     finally:  # also when Streamlit stops a run early (a rerun, a page switch)
         log = os.environ.get("LITEDIFF_PAGE_TIMES")

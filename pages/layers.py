@@ -10,6 +10,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from litediff_core import layer_names, slides
+from litediff_core.errors import LiteDiffError
+from litediff_core.models import read_meta
 from pages import _shared as ui
 
 SETUP = ("params: weights of the layer; MACs: multiply-accumulates of one image per UNet step "
@@ -23,8 +25,9 @@ ROWS = {  # heatmap rows: what a run can change in a layer
 }
 
 
-def model_shape(run_folder) -> str:
-    """C×H×W of a run's saved model (from its UNet config), or "model-sized" if unreadable."""
+def model_shape(run_folder, base: str = "") -> str:
+    """C×H×W of a run's saved model (from its UNet config), else of its base model (shipped
+    runs keep no weights; compression keeps the image shape), or "model-sized"."""
     for cfg in (Path(run_folder) / "model" / "unet" / "config.json",
                 Path(run_folder) / "model" / "config.json"):
         try:
@@ -34,7 +37,11 @@ def model_shape(run_folder) -> str:
             return f"{c['in_channels']}×{h}×{w}"
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return "model-sized"
+    try:
+        meta = read_meta(base) if base else None
+    except LiteDiffError:  # the base is gone or unreadable now
+        meta = None
+    return f"{meta.channels}×{meta.resolution}×{meta.resolution}" if meta else "model-sized"
 
 
 def heatmap(changes, rows, title: str) -> go.Figure:
@@ -178,7 +185,7 @@ def main() -> None:
         st.caption("Zeroed weights still count as parameters and MACs in dense storage and "
                    "dense kernels: the non-zero count is what sparse storage would keep.")
 
-    shape = model_shape(store.root / run_id)
+    shape = model_shape(store.root / run_id, recipe.get("base", ""))
     setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     if rows:
         names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
