@@ -104,7 +104,7 @@ def test_every_page_renders_with_two_runs(with_runs):
     assert len(at.get("image")) == 2  # both runs' samples.png side by side
     assert "ddim 2 steps" in at.get("image")[0].proto.imgs[0].caption  # the run's sampler
     at = ok(page("layers"))
-    assert len(at.get("plotly_chart")) == 3  # heatmap, per block, A vs B
+    assert len(at.get("plotly_chart")) == 2  # heatmap, per block (A vs B once B is picked)
     at = ok(page("pareto"))
     names = {t.get("name") for t in figures(at)[0]["data"]}
     assert {"structured-prune(l1, 0.5) · ddim 2",  # the method names the run's own sampler
