@@ -145,17 +145,17 @@ def home():
                 st.markdown(f"Quality gate ({gate.rule}): "
                             f"{'passes' if gate.passes else 'does not pass'} — mean "
                             f"max-probability {gate.mean_max_probability:.3f}")
-                mix = gate
         training = meta.card.get("training")
         if training:
             st.markdown(f"**Training**: {training['steps']} steps, "
                         f"{training['seconds'] / 60:.0f} min on {training['hardware']['device']}"
                         f" — `{training['command']}`")
-        if card is not None and card.quality_gate:
+        gate = card.quality_gate if card is not None else None
+        if gate:
             # drawn last: the first chart of a browser tab loads plotly.js (1-2.5 s of a
             # 2-core machine), here while the student reads the card, not on the next page
-            st.plotly_chart(class_mix(mix.class_fractions, mix.n), theme=None, key="home_mix",  # as ui.CHART
-                            config={"displayModeBar": False})
+            st.plotly_chart(class_mix(gate.class_fractions, gate.n), key="home_mix",
+                            config={"displayModeBar": False}, theme=None)  # as ui.CHART
     warm_up()
 
 
@@ -169,8 +169,8 @@ def class_mix(fractions: dict, n=None):
                            hovertemplate="%{y}: %{x:.1f}% of the samples<extra></extra>"))
     fig.update_layout(template="plotly_white", height=60 + 24 * len(names),
                       margin={"l": 10, "r": 40, "t": 30, "b": 30},
-                      title={"text": f"Class of each of the {n or ''} samples (shipped "
-                                     f"classifier)".replace("  ", " "),
+                      title={"text": (f"Class of each of the {n} samples" if n else
+                                      "Class of each sample") + " (shipped classifier)",
                              "font": {"size": 13}},
                       xaxis={"title": "% of the samples", "range": [0, max(shares + [10]) * 1.2]},
                       yaxis={"autorange": "reversed"})

@@ -322,8 +322,9 @@ def main(argv=None) -> int:
     command = "python benchmarks/time_axis.py " + " ".join(argv or sys.argv[1:])
     extra_path = Path(args.out).with_name("time_axis-recovered.json")
     # rows measured earlier for recovered models stay in the report unless others are named
-    kept = tuple(dict.fromkeys(r["run"] for r in _stored_rows(extra_path, None)))
-    stored = tuple((run_id, _stored_rows(extra_path, run_id)) for run_id in kept)
+    kept = _stored_rows(extra_path, None)
+    stored = tuple((run_id, [r for r in kept if r["run"] == run_id])
+                   for run_id in dict.fromkeys(r["run"] for r in kept))
     try:
         if args.retime and args.models != "none":
             retime(store, todo)

@@ -27,7 +27,7 @@ REGENERATE_HINT = ("`python benchmarks/sweep.py --store cached_results` (or run 
 
 # How every page draws a plotly figure: in its own template (plotly_white, set by the figure, as
 # its PNG export looks), not restyled by Streamlit's theme, which costs ~0.1 s of drawing per
-# chart on 2 cores (measured: Pareto page 0.96 against 1.09 s per switch)
+# chart on 2 cores (measured: Pareto page 1.03 against 1.09 s per switch)
 CHART = {"theme": None}
 
 
