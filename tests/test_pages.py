@@ -438,7 +438,8 @@ def test_layers_block_summary_and_a_run_that_changed_nothing(tiny, env):
                        device="cpu")
     for run_id in tiny.ids:  # as shipped runs: no weights kept, the shape comes from the base
         shutil.rmtree(env.runs / run_id / "model")
-    at = ok(page("layers"))
+    at = ok(page("layers"))  # the structured run: which run opens first depends on folder mtimes
+    at = ok(at.selectbox(key="ly_run").select(f"yours:{tiny.ids[0]}").run())
     assert "1×28×28 image per UNet step" in figures(at)[0]["layout"]["title"]["text"]
     summary = _block_summary(at).set_index("block")
     blocks = list(summary.index)
