@@ -294,13 +294,20 @@ def _stored_rows(path: Path, run_id: Optional[str]) -> list:
     return [r for r in rows if run_id is None or r.get("run") == run_id]
 
 
-def retime(store: RunStore, recipes_) -> None:
+def retime(store: RunStore, recipes_, busy_only: bool = False) -> None:
+    """Time the stored runs of ``recipes_`` again (only those marked busy: ``busy_only``)."""
     from litediff_core.runs import remeasure_latency
 
     bases = {}
     for recipe in recipes_:
         d = store.find(recipe)
+        if busy_only and d is not None:
+            per = store.load(d.name)["result"].per_image or PerImage()
+            if not busy({"image_ms": per.seconds, "load": per.load_average,
+                         "threads": per.threads}):
+                continue
         if d is not None and (d / "model").is_dir():
+            print(f"retiming {d.name}: {recipe.method()}", flush=True)
             remeasure_latency(store, d.name, device="cpu", bases=bases,
                               progress=TqdmProgress(f"timing {d.name}"))
 
@@ -313,6 +320,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="dense,int8,structured")
     p.add_argument("--report", action="store_true", help="only rewrite time_axis.md")
     p.add_argument("--retime", action="store_true", help="time the stored runs again")
+    p.add_argument("--busy-only", action="store_true",
+                   help="with --retime: only the runs whose timing is marked (busy)")
     p.add_argument("--recovered", default="", help="stored run(s) whose compressed model gets "
                    "rows at other samplers / steps / caching (comma-separated ids)")
     p.add_argument("--out", default=str(Path(__file__).with_name("time_axis.md")))
@@ -327,7 +336,7 @@ def main(argv=None) -> int:
                    for run_id in dict.fromkeys(r["run"] for r in kept))
     try:
         if args.retime and args.models != "none":
-            retime(store, todo)
+            retime(store, todo, args.busy_only)
         elif not args.report:
             for i, recipe in enumerate(todo):
                 print(f"[{i + 1}/{len(todo)}] {recipe.method()}", flush=True)
