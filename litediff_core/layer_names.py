@@ -102,7 +102,7 @@ def layer_changes(layers: pd.DataFrame) -> pd.DataFrame:
     has_before = df["params_before"].fillna(0) > 0
     after_only = df[~has_before & df["params_before"].isna() & df["params_after"].notna()]
     rows = []
-    for _, r in df[has_before].iterrows():
+    for r in df[has_before].to_dict("records"):  # plain dicts: iterrows costs 0.05 s here
         rec = {k: r[k] for k in ("name", "type", "channels_before", "channels_after",
                                  "params_before", "params_after", "sparsity_after")}
         rec["factorised"] = False

@@ -374,12 +374,13 @@ def main() -> None:
             preview(source, recipe)
 
     if recipe is not None:
-        with st.expander("Recipe (YAML)"):
-            st.code(recipe.to_yaml(), language="yaml")
-            st.download_button("Download recipe.yaml", recipe.to_yaml(), "recipe.yaml",
-                               key="cp_dl_recipe")
-            st.caption(f"Method: `{recipe.method()}` · key `{recipe.key()[:12]}` · CLI: "
-                       f"`litediff compress recipe.yaml`")
+        box = st.expander("Recipe (YAML)", key="cp_yaml", on_change="rerun")
+        if box.open:  # drawn when opened (the code highlighter is one more script to load)
+            box.code(recipe.to_yaml(), language="yaml")
+            box.download_button("Download recipe.yaml", recipe.to_yaml(), "recipe.yaml",
+                                key="cp_dl_recipe")
+            box.caption(f"Method: `{recipe.method()}` · key `{recipe.key()[:12]}` · CLI: "
+                        f"`litediff compress recipe.yaml`")
 
     rc = st.columns([1, 3])
     force = rc[1].checkbox("Run again even if this exact recipe is already stored",

@@ -257,9 +257,10 @@ def open_in_compress(recipe) -> None:
 
 
 def recipe_box(recipe) -> None:
-    with st.expander("Recipe (YAML)"):
-        st.code(recipe.to_yaml(), language="yaml")
-        st.caption(f"`{recipe.method()}` · key `{recipe.key()[:12]}` · evaluated with "
+    box = st.expander("Recipe (YAML)", key="ex_yaml", on_change="rerun")
+    if box.open:  # drawn when opened (the code highlighter is one more script to load)
+        box.code(recipe.to_yaml(), language="yaml")
+        box.caption(f"`{recipe.method()}` · key `{recipe.key()[:12]}` · evaluated with "
                    f"{recipe.eval['n']} samples (latency batch {recipe.eval['latency_batch']}), "
                    f"as most stored runs of this base: their results are comparable")
     if st.button("Open in Compress", key="ex_open", icon=":material/content_cut:",

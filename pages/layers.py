@@ -83,6 +83,19 @@ def heatmap(changes, rows, title: str) -> go.Figure:
     return fig
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def shared_heatmap(changes: pd.DataFrame, rows: tuple, title: str) -> go.Figure:
+    """:func:`heatmap`, built once per input for every session (building and validating a
+    plotly figure costs 0.1 s of a 2-core machine's page run). Shared: never change it."""
+    return heatmap(changes, list(rows), title)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def shared_block_bars(blocks: pd.DataFrame, title: str) -> go.Figure:
+    """:func:`block_bars` of one run against its base, built once per input (as above)."""
+    return block_bars(blocks, title)
+
+
 def table_height(rows: int) -> int:
     """A dataframe height that shows every row (no inner scrolling for short tables)."""
     return 38 + 35 * min(rows, 25)
@@ -189,8 +202,9 @@ def main() -> None:
     setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     if rows:
         names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
-        st.plotly_chart(heatmap(changes, rows, f"Per layer: {names} — {recipe.get('name')}"
-                                               f"{setup}"), key="ly_heat", **ui.CHART)
+        st.plotly_chart(shared_heatmap(changes, tuple(rows), f"Per layer: {names} — "
+                                                             f"{recipe.get('name')}{setup}"),
+                        key="ly_heat", **ui.CHART)
         stages = {s.get("stage") for s in recipe.get("stages", [])}
         if "sparsity" in rows and "unstructured-prune" not in stages:
             st.caption(f"No pruning stage zeroed these weights: they are weights that "
@@ -204,11 +218,12 @@ def main() -> None:
     st.markdown("**Per block** (top-level blocks of the UNet: base → this run)")
     summary = block_summary(blocks)
     st.dataframe(summary, hide_index=True, height=table_height(len(summary)))
-    st.plotly_chart(block_bars(blocks, "Per block: base (before) vs this run (after)"
-                                       f"{setup}"), key="ly_blocks", **ui.CHART)
-    with st.expander("Per-layer table"):
-        st.dataframe(layers.sort_values("name", key=lambda n: n.map(layer_names.layer_order),
-                                        kind="stable"), hide_index=True)
+    st.plotly_chart(shared_block_bars(blocks, "Per block: base (before) vs this run (after)"
+                                              f"{setup}"), key="ly_blocks", **ui.CHART)
+    table = st.expander("Per-layer table", key="ly_table", on_change="rerun")
+    if table.open:  # built when opened: a hundred rows the browser need not draw on every visit
+        table.dataframe(layers.sort_values("name", key=lambda n: n.map(layer_names.layer_order),
+                                           kind="stable"), hide_index=True)
 
     st.subheader("Difference between two runs")
     others = [r for r in refs if r != ref]

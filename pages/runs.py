@@ -101,8 +101,9 @@ def export(df: pd.DataFrame) -> None:
     c[3].download_button("LaTeX document", slides.latex_document(tex), "runs-table.tex",
                          "text/x-tex", key="rn_tex_doc",
                          help="the same table in a standalone document: pdflatex compiles it")
-    with st.expander("Preview of the exported table"):
-        st.markdown(md)
+    preview = st.expander("Preview of the exported table", key="rn_preview", on_change="rerun")
+    if preview.open:  # drawn when opened: a table of every run
+        preview.markdown(md)
 
 
 def _ask_delete(ref: str):

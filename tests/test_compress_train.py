@@ -224,6 +224,74 @@ def test_kd_frac_zero_is_plain_finetuning(tiny_unet, ddpm_scheduler, images):
     assert same_weights(weights(distilled), weights(tuned))
 
 
+def test_attention_maps_compare_blocks_of_any_width():
+    from litediff_core.compress._training import attention_map, attention_transfer
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4, 8, 6, 6, generator=g)
+    wide = torch.cat([f, f], dim=1)  # the same block with twice the channels
+    assert torch.allclose(attention_map(f), attention_map(wide))
+    assert torch.allclose(attention_map(f).norm(dim=1), torch.ones(4))
+    assert float(attention_transfer({"b": f}, {"b": wide})) == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(4, 3, 6, 6, generator=g)
+    d = float(attention_transfer({"b": other}, {"b": f}))
+    assert 0.0 < d <= 2.0
+    with pytest.raises(LiteDiffError, match="spatial sizes"):
+        attention_transfer({"b": torch.randn(4, 3, 3, 3)}, {"b": f})
+
+
+def block_gap(student, teacher, scheduler, images):
+    """The attention-transfer distance of the two models' block outputs at fixed inputs."""
+    from litediff_core.compress._training import FeatureTaps, attention_transfer
+
+    g = torch.Generator().manual_seed(5)
+    x0, t = images[:32], torch.randint(1000, (32,), generator=g)
+    xt = scheduler.add_noise(x0, torch.randn(x0.shape, generator=g), t)
+    taps = [FeatureTaps(m) for m in (student, teacher)]
+    try:
+        with torch.no_grad():
+            student.eval()(xt, t), teacher.eval()(xt, t)
+        return float(attention_transfer(taps[0].out, taps[1].out))
+    finally:
+        for tap in taps:
+            tap.close()
+
+
+def hooks(unet) -> int:
+    return sum(len(m._forward_hooks) for m in unet.modules())
+
+
+def test_feature_kd_pulls_the_block_maps_of_a_pruned_student_to_its_teacher(
+        tiny_unet, ddpm_scheduler, images):
+    teacher = FineTune(steps=30, **FAST).apply(start(tiny_unet, ddpm_scheduler, images)).unet
+    out = {}
+    for weight in (0.0, 10.0):  # kd_frac 0: only the feature term differs
+        state = start(teacher, ddpm_scheduler, images)
+        StructuredPrune(ratio=0.5, protect=()).apply(state)
+        out["before"] = block_gap(state.unet, teacher, ddpm_scheduler, images)
+        Distill(steps=20, kd_frac=0.0, feature_kd=weight, seed=1, **FAST).apply(state)
+        out[weight] = block_gap(state.unet, teacher, ddpm_scheduler, images)
+        assert hooks(state.unet) == 0 and hooks(teacher) == 0  # removed after training
+    assert out[10.0] < 0.5 * out["before"] and out[10.0] < 0.5 * out[0.0], out
+
+
+def test_feature_kd_off_keeps_stored_keys_and_needs_a_teacher(tiny_unet, ddpm_scheduler, images):
+    from litediff_core.recipes import Recipe
+
+    plain = Recipe(base="embedded", stages=[{"stage": "distill", "config": {"steps": 5}}])
+    stored = plain.to_dict()
+    stored["stages"][0]["config"].pop("feature_kd")  # a recipe stored before the option
+    assert Recipe.from_dict(stored).key() == plain.key()
+    assert Recipe(base="embedded", stages=[{"stage": "distill", "config": {
+        "steps": 5, "feature_kd": 1.0}}]).key() != plain.key()
+    with pytest.raises(LiteDiffError, match="feature_kd must be ≥ 0"):
+        make_stage({"stage": "distill", "config": {"feature_kd": -1.0}})
+    state = start(tiny_unet, ddpm_scheduler, images)
+    state.teacher = None
+    with pytest.raises(LiteDiffError, match="no teacher"):
+        Distill(steps=2, kd_frac=0.0, feature_kd=1.0, **FAST).apply(state)
+
+
 def test_fresh_student_at_half_width(tiny_unet, ddpm_scheduler, images, tmp_path):
     state = start(tiny_unet, ddpm_scheduler, images)
     StructuredPrune(ratio=0.5, protect=()).apply(state)

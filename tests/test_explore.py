@@ -401,6 +401,8 @@ def test_a_grid_setting_shows_its_stored_result_without_a_job(with_tiny):
 
 def test_every_control_changes_the_recipe_and_the_url(with_tiny):
     at = ok(explore(ex.to_query(with_tiny.pruned)).run())
+    assert not [c for c in at.code if "stages:" in c.value]  # drawn once the expander opens
+    at.session_state["ex_yaml"] = True
     current = with_tiny.pruned
     steps = [("ex_ratio", "slider", 0.3, {"ratio": 0.3}),
              ("ex_method", "selectbox", "taylor", {"method": "taylor"}),
@@ -475,6 +477,7 @@ def test_open_in_compress_hands_over_the_stages_and_eval(with_tiny):
     c = replace(with_tiny.pruned, quant="w8a8", sampler="dpm-solver++", steps=10)
     at = ok(explore(ex.to_query(c)).run())
     at.button(key="ex_open").click()
+    at.session_state["cp_yaml"] = True  # the student opens "Recipe (YAML)" there
     ok(at.run())
     assert at.title[0].value == "Compress"
     recipe = ex.recipe_of(c, GRID)

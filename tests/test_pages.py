@@ -359,6 +359,10 @@ def test_runs_exports_formatted_slide_tables(with_runs):
         return next(m.value for m in at.markdown if m.value.lstrip().startswith("|")
                     and "params (M)" in m.value)
 
+    with pytest.raises(StopIteration):
+        preview()  # drawn once the student opens it
+    at.session_state["rn_preview"] = True
+    ok(at.run())
     head = preview().splitlines()[0]
     for column in ("params (M)", "size (MiB)", "MACs (M)", "speed-up per step",
                    "FID [95% CI]", "SSIM to base"):
@@ -430,6 +434,11 @@ def test_layers_heatmap_blocks_and_difference(with_runs):
     assert heat["data"][0]["y"] == ["sparsity (fraction of zero weights)"]  # unstructured
     sparsity = [v for v in heat["data"][0]["z"][0] if v is not None]
     assert max(sparsity) > 0.3  # the unstructured run zeroed weights
+    per_layer = [d for d in at.dataframe if "sparsity_after" in d.value.columns]
+    assert [e.label for e in at.expander] == ["Per-layer table"] and not per_layer  # on request
+    at.session_state["ly_table"] = True  # the student opens it
+    per_layer = [d.value for d in ok(at.run()).dataframe if "sparsity_after" in d.value.columns]
+    assert len(per_layer) == 1 and "down_blocks.0.resnets.0.conv1" in set(per_layer[0]["name"])
 
 
 def test_layers_block_summary_and_a_run_that_changed_nothing(tiny, env):

@@ -34,6 +34,7 @@ every process.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -357,24 +358,106 @@ def recovery_log(result: "TrainResult", kwargs: dict) -> dict:
 
 # ----------------------------------------------------------------------------- loss terms
 
-def kd_loss(teacher: nn.Module, kd_frac: float) -> Callable[[Batch], torch.Tensor]:
+def kd_loss(teacher: nn.Module, kd_frac: float, feature_kd: float = 0.0,
+            student_taps: Optional["FeatureTaps"] = None) -> Callable[[Batch], torch.Tensor]:
     """``kd_frac · MSE(teacher(x_t, t), student(x_t, t))``: the teacher (frozen: eval mode, no
     grad, never modified; a copy is moved when the student trains on another device) sees the
-    student's noisy images and timesteps."""
+    student's noisy images and timesteps. With ``feature_kd`` > 0, plus ``feature_kd`` ×
+    :func:`attention_transfer` of the block outputs ``student_taps`` caught in the student's
+    forward pass and the teacher's of the same step; use it through :func:`teacher_term`, which
+    removes the hooks afterwards."""
     cache = {}
 
     def term(batch: Batch) -> torch.Tensor:
         device = batch.xt.device
         if device not in cache:
             home = next(teacher.parameters()).device
+            for _, taps in cache.values():
+                if taps is not None:
+                    taps.close()
             cache.clear()
-            cache[device] = teacher if home == device else clone_model(teacher).to(device)
-        model = cache[device]
+            model = teacher if home == device else clone_model(teacher).to(device)
+            cache[device] = (model, FeatureTaps(model) if feature_kd else None)
+        model, taps = cache[device]
         with torch.no_grad(), eval_mode(model):
             wanted = model(batch.xt, batch.t).sample
-        return kd_frac * F.mse_loss(batch.pred, wanted)
+        loss = kd_frac * F.mse_loss(batch.pred, wanted)
+        if feature_kd:
+            loss = loss + feature_kd * attention_transfer(student_taps.out, taps.out)
+        return loss
 
+    term.close = lambda: [taps.close() for _, taps in cache.values() if taps is not None]
     return term
+
+
+@contextmanager
+def teacher_term(teacher: nn.Module, kd_frac: float, student: nn.Module,
+                 feature_kd: float = 0.0):
+    """The distillation term of :func:`kd_loss` for ``student`` (None when both weights are 0),
+    with the feature hooks on both models removed on exit (the teacher is shared)."""
+    if not kd_frac and not feature_kd:
+        yield None
+        return
+    taps = FeatureTaps(student) if feature_kd else None
+    term = kd_loss(teacher, kd_frac, feature_kd, taps)
+    try:
+        yield term
+    finally:
+        term.close()
+        if taps is not None:
+            taps.close()
+
+
+class FeatureTaps:
+    """The output of each down, mid and up block of a ``UNet2DModel`` in its latest forward
+    pass (``out``: block name → N×C×H×W), caught by forward hooks; ``close()`` removes them."""
+
+    def __init__(self, unet: nn.Module):
+        self.out, self._handles = {}, []
+        blocks = [(f"down_blocks.{i}", b) for i, b in enumerate(getattr(unet, "down_blocks", []))]
+        if getattr(unet, "mid_block", None) is not None:
+            blocks.append(("mid_block", unet.mid_block))
+        blocks += [(f"up_blocks.{i}", b) for i, b in enumerate(getattr(unet, "up_blocks", []))]
+        if not blocks:
+            raise LiteDiffError("feature distillation needs a UNet2DModel (down, mid and up "
+                                "blocks) as teacher and student")
+        for name, block in blocks:
+            self._handles.append(block.register_forward_hook(self._keep(name)))
+
+    def _keep(self, name: str):
+        def hook(module, args, output):
+            self.out[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Where a block's output is strong: the channel mean of its squares, flattened and scaled
+    to unit length per image (N×C×H×W → N×HW). It does not depend on the channel count, so a
+    pruned or narrower student is compared with its teacher directly (attention transfer,
+    Zagoruyko & Komodakis 2017)."""
+    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+
+
+def attention_transfer(student: dict, teacher: dict) -> torch.Tensor:
+    """The mean over blocks of the squared distance between the student's and the teacher's
+    attention maps (per image, averaged over the batch): 0 for equal maps, at most 2."""
+    names = [n for n in teacher if n in student]
+    if not names:
+        raise LiteDiffError("feature distillation: the student and teacher share no block")
+    terms = []
+    for name in names:
+        s, t = attention_map(student[name]), attention_map(teacher[name])
+        if s.shape != t.shape:
+            raise LiteDiffError(f"feature distillation: {name} gives {tuple(student[name].shape)} "
+                                f"in the student and {tuple(teacher[name].shape)} in the "
+                                f"teacher: the spatial sizes must match")
+        terms.append((s - t).pow(2).sum(1).mean())
+    return torch.stack(terms).mean()
 
 
 def effective_weights(model: nn.Module):

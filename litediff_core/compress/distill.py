@@ -4,6 +4,13 @@ Loss per step (shared loop of ``_training.py``: Adam, cosine warm restarts, opti
 Accelerate data parallel)::
 
     (1 − kd_frac) · MSE(ε, ε_student) + kd_frac · MSE(ε_teacher, ε_student)
+        + feature_kd · AT(student blocks, teacher blocks)
+
+AT, the optional feature term (off by default), matches intermediate block outputs as BK-SDM
+does, but through attention maps (the channel mean of each down / mid / up block's squared
+output, unit length per image; Zagoruyko & Komodakis' attention transfer), so a pruned or
+narrower student whose blocks have fewer channels than the teacher's is compared directly,
+without learned projections.
 
 where the teacher (``state.teacher``, the untouched base UNet: eval mode, no gradients, never
 modified) and the student see the same noisy images x_t and timesteps t. (With another
@@ -30,7 +37,7 @@ import torch
 from ..errors import LiteDiffError
 from ..metrics.size import count_params
 from ..progress import Progress
-from ._training import (TrainingOptions, TrainingStage, kd_loss,
+from ._training import (TrainingOptions, TrainingStage, teacher_term,
                         loop_options, recovery_kwargs, train_noise_prediction, training_data,
                         training_entry)
 from ._io_hooks import require_torch_weights
@@ -58,6 +65,11 @@ class Distill(TrainingStage):
                                     "of the current model")
         scale: int = option(1, "fresh student: divide every block's channels by 1, 2 or 4",
                              low=1, high=4)
+        feature_kd: float = option(0.0, "weight of the feature term: each down / mid / up "
+                                        "block's attention map matched to the teacher's (any "
+                                        "channel width; 0: off)", low=0.0)
+
+    added_options = {**TrainingStage.added_options, "feature_kd": 0.0}
 
     def can_preview(self) -> bool:
         """A fresh student's size is known before training (distilling into the current model
@@ -87,9 +99,10 @@ class Distill(TrainingStage):
         ``state.data``, else the state's dataset) gives the images."""
         c = self.config
         teacher = state.teacher
-        if teacher is None and (c.kd_frac > 0 or c.fresh):
+        if teacher is None and (c.kd_frac > 0 or c.fresh or c.feature_kd > 0):
             raise LiteDiffError(f"{self.name}: the state has no teacher (start the state with "
-                                f"CompressState.start, or set kd_frac=0 and fresh=false)")
+                                f"CompressState.start, or set kd_frac=0, feature_kd=0 and "
+                                f"fresh=false)")
         if not c.fresh:
             require_torch_weights(state.unet, self.name)
         data = training_data(state, data, self.name)
@@ -100,10 +113,10 @@ class Distill(TrainingStage):
         else:
             student = clone_model(state.unet)
         recovery = recovery_kwargs(self, state)
-        result = train_noise_prediction(
-            student, state.scheduler, data, **loop_options(c), task_weight=1.0 - c.kd_frac,
-            extra_loss=kd_loss(teacher, c.kd_frac) if c.kd_frac > 0 else None,
-            progress=progress, who=self.name, **recovery)
+        with teacher_term(teacher, c.kd_frac, student, c.feature_kd) as term:
+            result = train_noise_prediction(
+                student, state.scheduler, data, **loop_options(c), task_weight=1.0 - c.kd_frac,
+                extra_loss=term, progress=progress, who=self.name, **recovery)
         if c.fresh:
             if state.pruning_history:
                 state.note("distill: a fresh student replaced the pruned model; the pruning "
