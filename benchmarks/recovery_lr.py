@@ -98,7 +98,7 @@ def write_report(store: RunStore, cells, path: Path, command: str, steps: int, e
         lines.append(f"| {lr:g} | {warmup} | {feature_kd:g} | {status} | "
                      + " | ".join(f"{v:.5f}" if v is not None else "" for v in mse)
                      + f" | {fid} | {train} |")
-        if mse[-1] is not None and (best is None or mse[-1] < best[2]):
+        if mse[-1] is not None and (best is None or mse[-1] < best[3]):
             best = (lr, warmup, feature_kd, mse[-1])
     lines.append("")
     lines.append(f"Lowest ε-MSE to the teacher at step {steps}: lr {best[0]:g}, warm-up "
