@@ -261,8 +261,8 @@ def recipe_box(recipe) -> None:
     if box.open:  # drawn when opened (the code highlighter is one more script to load)
         box.code(recipe.to_yaml(), language="yaml")
         box.caption(f"`{recipe.method()}` · key `{recipe.key()[:12]}` · evaluated with "
-                   f"{recipe.eval['n']} samples (latency batch {recipe.eval['latency_batch']}), "
-                   f"as most stored runs of this base: their results are comparable")
+                    f"{recipe.eval['n']} samples (latency batch {recipe.eval['latency_batch']}), "
+                    f"as most stored runs of this base: their results are comparable")
     if st.button("Open in Compress", key="ex_open", icon=":material/content_cut:",
                  width="stretch", help="edit every option of these stages on the Compress "
                                        "page"):

@@ -372,9 +372,7 @@ def kd_loss(teacher: nn.Module, kd_frac: float, feature_kd: float = 0.0,
         device = batch.xt.device
         if device not in cache:
             home = next(teacher.parameters()).device
-            for _, taps in cache.values():
-                if taps is not None:
-                    taps.close()
+            close()
             cache.clear()
             model = teacher if home == device else clone_model(teacher).to(device)
             cache[device] = (model, FeatureTaps(model) if feature_kd else None)
@@ -386,7 +384,12 @@ def kd_loss(teacher: nn.Module, kd_frac: float, feature_kd: float = 0.0,
             loss = loss + feature_kd * attention_transfer(student_taps.out, taps.out)
         return loss
 
-    term.close = lambda: [taps.close() for _, taps in cache.values() if taps is not None]
+    def close() -> None:  # the teacher's feature hooks (the teacher is shared)
+        for _, taps in cache.values():
+            if taps is not None:
+                taps.close()
+
+    term.close = close
     return term
 
 
