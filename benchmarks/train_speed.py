@@ -4,6 +4,7 @@ bf16 autocast change — plus channel rounding (widths that are multiples of 8 /
 inference step. Writes ``benchmarks/train_speed.md``.
 
     python benchmarks/train_speed.py            # run with the machine otherwise idle
+    python benchmarks/train_speed.py --out benchmarks/train_speed-amx.md   # another machine
 
 Every figure is a ratio taken in alternating rounds in this one process (variant, baseline,
 variant, …; median of the rounds), so a slow spell hits both sides. bf16 autocast runs only on
@@ -59,7 +60,8 @@ def student():
 
 class Step:
     """One distillation step (0.7 teacher + 0.3 true noise), Adam, on a fixed sequence of
-    batches; ``variant`` in baseline | channels_last | compile | bf16."""
+    batches; ``variant`` in baseline | channels_last | compile | bf16 | bf16+channels_last
+    (bf16: the teacher's forward and the student's under autocast, the loss in fp32)."""
 
     def __init__(self, base, unet, data, variant: str):
         import copy
@@ -72,7 +74,7 @@ class Step:
         self.teacher = base.unet.eval()
         self.scheduler = base.scheduler
         self.data = data
-        fmt = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+        fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
         self.fmt = fmt
         self.student.to(memory_format=fmt)
         self.forward = self.student
@@ -88,9 +90,10 @@ class Step:
         t = torch.randint(1000, (BATCH,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         xt = self.scheduler.add_noise(x0, noise, t).contiguous(memory_format=self.fmt)
-        with torch.no_grad():
-            want = self.teacher(xt, t).sample
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.variant == "bf16"):
+        bf16 = self.variant.startswith("bf16")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                want = self.teacher(xt, t).sample.float()
             pred = self.forward(xt, t).sample.float()
         loss = 0.3 * self.F.mse_loss(pred, noise) + 0.7 * self.F.mse_loss(pred, want)
         self.opt.zero_grad(set_to_none=True)
@@ -145,7 +148,13 @@ def rounding_rows() -> list:
     return out
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "train_speed.md",
+                        help="the report to write (one per machine)")
+    out = parser.parse_args(argv).out
     torch.set_num_threads(torch.get_num_threads())
     base, unet, data = student()
     from litediff_core.metrics import size_report
@@ -155,7 +164,7 @@ def main() -> int:
     limit = matmul_gflops()
     flops_per_sample = 2 * (3 * macs + teacher_macs)  # fwd + 2× bwd of the student, teacher fwd
     bf16 = bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()))
-    variants = ["channels_last", "compile"] + (["bf16"] if bf16 else [])
+    variants = ["channels_last", "compile"] + (["bf16", "bf16+channels_last"] if bf16 else [])
     steps = {v: Step(base, unet, data, v) for v in ["baseline"] + variants}
     compile_s = None
     t = time.perf_counter()
@@ -172,7 +181,8 @@ def main() -> int:
     lines = [
         "# Training speed on the CPU",
         "",
-        "Command: `python benchmarks/train_speed.py`  ",
+        f"Command: `python benchmarks/train_speed.py"
+        f"{'' if out.name == 'train_speed.md' else ' --out benchmarks/' + out.name}`  ",
         f"Machine: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__};"
         f" {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
@@ -206,7 +216,7 @@ def main() -> int:
               "|---|---|---|---|"]
     for label, m, ms, per in rounding_rows():
         lines.append(f"| {label} | {m / 1e6:.0f} | {ms:.1f} | {ms / (m * 16 / 1e9):.1f} |")
-    (HERE / "train_speed.md").write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

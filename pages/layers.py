@@ -84,16 +84,25 @@ def heatmap(changes, rows, title: str) -> go.Figure:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def shared_heatmap(changes: pd.DataFrame, rows: tuple, title: str) -> go.Figure:
-    """:func:`heatmap`, built once per input for every session (building and validating a
-    plotly figure costs 0.1 s of a 2-core machine's page run). Shared: never change it."""
-    return heatmap(changes, list(rows), title)
+def layer_views(root: str, run_id: str, mtime_ns: int, title: str, setup: str) -> dict:
+    """What the page draws of one run: its layer table, the rows it changed, the heatmap (None
+    when nothing changed), the per-block table, summary and bars — built once per run folder
+    version (runs are written atomically, so a rewritten run has a new folder mtime) for every
+    session: building and validating the plotly figures costs 0.1 s of a 2-core machine's page
+    run, and a DataFrame argument would be hashed on every run. Shared: never change them."""
+    from litediff_core.runs import RunStore
 
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def shared_block_bars(blocks: pd.DataFrame, title: str) -> go.Figure:
-    """:func:`block_bars` of one run against its base, built once per input (as above)."""
-    return block_bars(blocks, title)
+    layers = RunStore(root).layers(run_id)
+    changes = layer_names.layer_changes(layers)
+    rows = layer_names.changed_rows(changes)
+    blocks = layer_names.block_table(layers)
+    heat = None
+    if rows:
+        names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
+        heat = heatmap(changes, rows, f"Per layer: {names} — {title}{setup}")
+    return {"layers": layers, "rows": rows, "heatmap": heat, "blocks": blocks,
+            "summary": block_summary(blocks),
+            "bars": block_bars(blocks, f"Per block: base (before) vs this run (after){setup}")}
 
 
 def table_height(rows: int) -> int:
@@ -174,13 +183,15 @@ def main() -> None:
                        index=refs.index(focus))
     store, run_id = ui.resolve(ref)
     run = store.load(run_id)
-    layers = store.layers(run_id)
     recipe = run["recipe"]
     st.caption(f"`{run['result'].method or ''}` on `{recipe.get('base', '')}` · {SETUP}.")
+    shape = model_shape(store.root / run_id, recipe.get("base", ""))
+    views = layer_views(str(store.root), run_id, (store.root / run_id).stat().st_mtime_ns,
+                        str(recipe.get("name")),
+                        f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>")
+    layers, rows = views["layers"], views["rows"]
 
     totals = layers[["params_before", "params_after", "macs_before", "macs_after"]].sum()
-    changes = layer_names.layer_changes(layers)
-    rows = layer_names.changed_rows(changes)
     nonzero = float((layers["params_after"].fillna(0)
                      * (1 - layers["sparsity_after"].fillna(0))).sum())
     c = st.columns(3)
@@ -198,13 +209,9 @@ def main() -> None:
         st.caption("Zeroed weights still count as parameters and MACs in dense storage and "
                    "dense kernels: the non-zero count is what sparse storage would keep.")
 
-    shape = model_shape(store.root / run_id, recipe.get("base", ""))
     setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     if rows:
-        names = " and ".join(ROWS[r].split(" (")[0] for r in rows)
-        st.plotly_chart(shared_heatmap(changes, tuple(rows), f"Per layer: {names} — "
-                                                             f"{recipe.get('name')}{setup}"),
-                        key="ly_heat", **ui.CHART)
+        st.plotly_chart(views["heatmap"], key="ly_heat", **ui.CHART)
         stages = {s.get("stage") for s in recipe.get("stages", [])}
         if "sparsity" in rows and "unstructured-prune" not in stages:
             st.caption(f"No pruning stage zeroed these weights: they are weights that "
@@ -214,12 +221,9 @@ def main() -> None:
                    "down_blocks.1.resnets.0.conv1; hover for the full name).")
     else:
         st.info(nothing_changed_note(recipe))
-    blocks = layer_names.block_table(layers)
     st.markdown("**Per block** (top-level blocks of the UNet: base → this run)")
-    summary = block_summary(blocks)
-    st.dataframe(summary, hide_index=True, height=table_height(len(summary)))
-    st.plotly_chart(shared_block_bars(blocks, "Per block: base (before) vs this run (after)"
-                                              f"{setup}"), key="ly_blocks", **ui.CHART)
+    st.table(views["summary"], hide_index=True)  # a dozen rows: static, no data-grid to load
+    st.plotly_chart(views["bars"], key="ly_blocks", **ui.CHART)
     table = st.expander("Per-layer table", key="ly_table", on_change="rerun")
     if table.open:  # built when opened: a hundred rows the browser need not draw on every visit
         table.dataframe(layers.sort_values("name", key=lambda n: n.map(layer_names.layer_order),
@@ -236,7 +240,7 @@ def main() -> None:
         return
     store_b, id_b = ui.resolve(other)
     layers_b = store_b.layers(id_b)
-    a, b = layer_names.block_table(layers), layer_names.block_table(layers_b)
+    a, b = views["blocks"], layer_names.block_table(layers_b)
     both = a.merge(b, on="block", how="outer", suffixes=("_a", "_b"), sort=False).fillna(0)
     both = both.sort_values("block", key=lambda n: n.map(layer_names.layer_order), kind="stable")
     both = both[both.drop(columns="block").abs().sum(axis=1) > 0].reset_index(drop=True)

@@ -469,7 +469,7 @@ def test_layers_block_summary_and_a_run_that_changed_nothing(tiny, env):
 
 
 def _block_summary(at):
-    return next(d.value for d in at.dataframe if "params before → after" in d.value.columns)
+    return next(t.value for t in at.table if "params before → after" in t.value.columns)
 
 
 def test_layer_names_order_and_factorised_layers():
