@@ -207,6 +207,11 @@ def _latency(source: str, device_choice: str, card) -> None:
         st.metric("Step latency", "not measured")
 
 
+# pages that import torch and diffusers as they open (to sample, or to preview a recipe's size);
+# the others read stored runs and load a model only on request (pages._shared.load_model)
+NEEDS_TORCH = ("Compress", "Samples & samplers")
+
+
 def run_page(page) -> None:
     """Run the chosen page. With ``LITEDIFF_PAGE_TIMES`` set to a file, append one JSON line
     per script run (page title, seconds the server spent on it): benchmarks/page_timings.py
@@ -216,7 +221,7 @@ def run_page(page) -> None:
 
     start = time.perf_counter()
     try:
-        if page.title != "Home":  # every other page imports torch and diffusers
+        if page.title in NEEDS_TORCH:  # the others call imports_done() where they load a model
             thread = warm_up()
             if thread is not None and thread.is_alive():
                 with st.spinner("Loading torch, diffusers and the compression stages (once "

@@ -17,6 +17,7 @@ import streamlit as st
 
 from litediff_core.results import Fidelity, Latency, RunResult
 from litediff_core.runs import RunStore
+from pages._warm_up import imports_done
 
 REPO = Path(__file__).resolve().parent.parent
 CACHED_ENV = "LITEDIFF_CACHED_RESULTS"  # tests point it elsewhere; default <repo>/cached_results
@@ -37,6 +38,7 @@ CHART = {"theme": None}
 def load_model(source: str, stamp: float = 0.0):
     """Shared by every session: deep-copy before compressing (never mutate it in place).
     ``stamp`` (e.g. a run folder's mtime) only makes the cache key change with the files."""
+    imports_done()  # the server's warm-up may be importing diffusers right now
     from litediff_core.models import load_base
 
     return load_base(source)
@@ -45,6 +47,7 @@ def load_model(source: str, stamp: float = 0.0):
 @st.cache_data(show_spinner="Reading the dataset…")
 def dataset_shape(name: str) -> tuple:
     """(channels, resolution) of a dataset's images."""
+    imports_done()
     from litediff_core.data import load_dataset
 
     data = load_dataset(name, "test")
@@ -81,6 +84,8 @@ def submit_run(recipe, device: str = "auto", force: bool = False) -> str:
     the same recipe key still queued or running is reused); the job id. The Compress page
     follows the job under session key ``cp_job``."""
     from litediff_core.runs import run_recipe
+
+    imports_done()  # the job imports torch and diffusers in its own thread
 
     return job_registry().start(run_recipe, recipe, user_store(), device=device, force=force,
                                 label=recipe.name, key=recipe.key())

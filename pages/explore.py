@@ -495,6 +495,7 @@ def show_off_grid(controls: ex.Controls, recipe, runs: list, grid: dict) -> None
     if warning:
         st.warning(warning, icon=":material/warning:")
 
+    ui.imports_done()  # the estimate times the base model: torch from here on
     from litediff_core.device import resolve_device
 
     try:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from litediff_core.metrics import size_report
@@ -63,6 +64,27 @@ def test_the_warm_up_loads_what_the_other_pages_need():
         "'litediff_core.compress', 'pandas', 'plotly.graph_objects')))",
         warm_up_s="60", timeout=180)
     assert printed[-2:] == ["True True", "True"]
+
+
+@pytest.mark.parametrize("name, shows", [
+    ("explore", "Stored result"), ("layers", "Per block"), ("pareto", "FID"),
+    ("recovery", "Recovery"), ("runs", "Runs")])
+def test_pages_of_stored_runs_open_without_torch(name, shows, tmp_path):
+    """The pages that read stored runs (Explore on a shipped recipe among them) need neither
+    torch nor the warm-up: with torch unimportable they open on cached_results/ (a cold server's
+    first switch does not wait for the background imports, ``app.NEEDS_TORCH``)."""
+    code = ("import sys; sys.modules['torch'] = None; "
+            "from streamlit.testing.v1 import AppTest; "
+            f"at = AppTest.from_file({str(APP)!r}, default_timeout=60); "
+            f"at.switch_page('pages/{name}.py'); at.run(); "
+            "assert not at.exception, [e.value for e in at.exception]; "
+            "print(' '.join(m.value for m in [*at.title, *at.markdown, *at.caption]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=APP.parent,
+                         env={**os.environ, "LITEDIFF_WARM_UP_S": "off",
+                              "LITEDIFF_RUNS": str(tmp_path / "runs")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert shows in out.stdout
 
 
 def test_home_measures_latency_and_samples_on_demand():

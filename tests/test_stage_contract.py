@@ -3,6 +3,9 @@ options described and round-tripping, out-of-range values refused, ``apply`` on 
 writing its log entry, and save → reload giving the same outputs."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,8 @@ import torch
 from litediff_core.compress import STAGES, CompressState, describe_stage, load_compressed, \
     make_stage, save_compressed
 from litediff_core.errors import LiteDiffError
+
+REPO = Path(__file__).resolve().parent.parent
 
 # the fastest options that still exercise each stage on the tiny 16×16 UNet
 FAST = {
@@ -27,6 +32,31 @@ FAST = {
     "deepcache": {"interval": 2},
 }
 NOT_RANGED = {"seed"}   # any integer seeds a generator
+
+
+def test_registry_recipes_and_the_explore_grid_load_without_torch():
+    """Forms, recipes and the Explore page read the stages' facts only: with torch made
+    unimportable, every stage is described and built from its options, and every recipe of the
+    shipped grid and of cached_results is normalised, keyed and named (litediff_core._lazy)."""
+    code = """
+import json, pathlib, sys
+sys.modules["torch"] = None  # any import of torch fails
+from litediff_core import explore as ex
+from litediff_core.compress import STAGES, describe_stage, make_stage
+from litediff_core.recipes import Recipe
+for name in STAGES:
+    describe_stage(name)
+    make_stage({"stage": name, "config": {}})
+keys = {ex.recipe_of(c).key() for _, c in ex.shipped_grid()}
+stored = [json.loads(p.read_text()) for p in pathlib.Path("cached_results").glob("*/recipe.json")]
+found = {Recipe.from_dict(r).key() for r in stored if ex.controls_of(r)}
+print(len(STAGES), len(keys), len(stored), len(keys & found))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stages, grid, stored, on_grid = map(int, proc.stdout.split())
+    assert stages == len(STAGES) and stored > 50 and on_grid == grid  # every grid point stored
 
 
 def test_every_stage_has_a_fast_setting_here():

@@ -22,7 +22,7 @@ from .io import load_compressed, save_compressed
 from .preview import preview_size
 from .lowrank import LowRank
 from .quant_dynamic import DynamicInt8
-from .quant_onnx import OnnxInt8, OnnxUNet
+from .quant_onnx import OnnxInt8
 from .quant_simulated import SimulatedQuant
 from .structured import StructuredPrune, patch_diffusers_attributes
 from .unstructured import UnstructuredPrune, apply_masks, make_permanent, masks
@@ -30,7 +30,19 @@ from .finetune import FineTune  # recovery training stages
 from .distill import Distill
 from .lora import LoRA
 from .runtime_onnx import OnnxRuntime  # another engine, same numbers
-from .deepcache import DeepCache, DeepCacheUNet  # sampling-time: feature caching
+from .deepcache import DeepCache  # sampling-time: feature caching
+
+# Importing the package (the registry below) imports no torch: stage modules name torch through
+# litediff_core._lazy, and the nn.Module wrappers live in private modules, read on first use.
+_MODULES = {"OnnxUNet": "._onnx", "DeepCacheUNet": "._deepcache_unet"}
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(_MODULES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _import_every_stage_module() -> None:

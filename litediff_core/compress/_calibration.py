@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-import torch
 
+from .._lazy import no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 
@@ -41,7 +41,7 @@ def check_calibration(who: str, images: int, steps: int, every: int) -> None:
         raise LiteDiffError(f"{who}: calib_images, calib_steps and calib_every must be at least 1")
 
 
-@torch.no_grad()
+@no_grad
 def calibration_inputs(unet, scheduler_config: dict, images: int = 32, steps: int = 50,
                        every: int = 5, sampler: str = "ddim", seed: int = 0,
                        progress: Optional[Progress] = None,

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
 
+from .._lazy import torch
 from ..errors import LiteDiffError
 from ..fileio import atomic_dir
 

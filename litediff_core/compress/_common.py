@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from .._lazy import F, nn, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 
@@ -37,7 +35,7 @@ def all_submodules(modules) -> set:
     return {sub for m in modules for sub in m.modules()}
 
 
-ImageSampler = Callable[[int, torch.Generator], torch.Tensor]
+ImageSampler = Callable[[int, "torch.Generator"], "torch.Tensor"]
 
 
 def image_sampler(data, unet: nn.Module, who: str) -> ImageSampler:

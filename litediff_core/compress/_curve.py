@@ -28,9 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
 
+from .._lazy import F, torch
 from ..errors import LiteDiffError
 from ._common import eval_mode
 

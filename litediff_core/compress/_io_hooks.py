@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import torch.nn as nn
 
+from .._lazy import nn
 from ..errors import LiteDiffError, ModelSourceError
 
 

@@ -38,10 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from .._lazy import F, nn, no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Event, Progress, report
 from ._common import eval_mode, image_sampler, loss_target
@@ -483,7 +481,7 @@ def l1_penalty(lam: float) -> Callable[[nn.Module], torch.Tensor]:
     return term
 
 
-@torch.no_grad()
+@no_grad
 def refresh_masked_weights(model: nn.Module) -> None:
     """Recompute ``weight = weight_orig · weight_mask`` of masked layers (normally done by the
     pre-forward hook) after their ``weight_orig`` was set outside a forward (EMA, device move)."""

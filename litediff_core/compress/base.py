@@ -21,8 +21,8 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, List, Optional
 
-import torch
 
+from .._lazy import torch
 from ..errors import LiteDiffError
 from ..progress import Progress
 

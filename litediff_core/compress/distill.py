@@ -32,10 +32,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 
+from .._lazy import size, torch
 from ..errors import LiteDiffError
-from ..metrics.size import count_params
 from ..progress import Progress
 from ._training import (TrainingOptions, TrainingStage, teacher_term,
                         loop_options, recovery_kwargs, train_noise_prediction, training_data,
@@ -123,7 +122,7 @@ class Distill(TrainingStage):
                            "history no longer applies and was cleared")
             state.pruning_history = []
         return student, {**training_entry(self, result, recovery),
-                         "params": count_params(student), **info}
+                         "params": size.count_params(student), **info}
 
 
 def scaled_config(config, scale: int) -> dict:
@@ -174,6 +173,6 @@ def fresh_student(teacher, scale: int, seed: int):
                               "teacher_block_out_channels": list(old["block_out_channels"]),
                               "teacher_norm_num_groups": old.get("norm_num_groups"),
                               "teacher_attention_head_dim": old.get("attention_head_dim"),
-                              "teacher_params": count_params(teacher),
-                              "student_params": count_params(student)}}
+                              "teacher_params": size.count_params(teacher),
+                              "student_params": size.count_params(student)}}
     return student, info

@@ -22,10 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
 
+from .._lazy import size, torch
 from ..errors import LiteDiffError
-from ..metrics.size import count_nonzero
 from ..progress import Progress
 from ._training import (TrainingOptions, TrainingStage, l1_penalty,
                         loop_options, recovery_kwargs, sparsity, train_noise_prediction,
@@ -99,7 +98,7 @@ class FineTune(TrainingStage):
             progress=progress, who=self.name, **recovery)
         if c.regrowth > 0 and not every:
             regrow(c.steps, unet)
-        entry = {**training_entry(self, result, recovery), "nonzero_params": count_nonzero(unet)}
+        entry = {**training_entry(self, result, recovery), "nonzero_params": size.count_nonzero(unet)}
         if sparsity_before is not None:
             entry.update(sparsity_before=sparsity_before, sparsity_after=sparsity(unet),
                          regrowth_events=regrown["events"], regrown_weights=regrown["weights"])

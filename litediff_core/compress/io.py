@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Tuple
 
-import torch
 
+from .._lazy import torch
 from ..fileio import atomic_dir
 from ..errors import ModelSourceError
 from ..models.io import META_FILE, save_model

@@ -27,11 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-import torch
-import torch.nn as nn
 
+from .._lazy import nn, no_grad, size, torch
 from ..errors import LiteDiffError
-from ..metrics.size import count_params
 from ..progress import Progress
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._training import (TrainingOptions, TrainingStage, kd_loss,
@@ -40,7 +38,7 @@ from ._training import (TrainingOptions, TrainingStage, kd_loss,
 from ._io_hooks import require_torch_weights
 from .base import CompressState, clone_model, option
 
-LAYER_KINDS = {"conv": nn.Conv2d, "linear": nn.Linear}
+LAYER_KINDS = {"conv": "Conv2d", "linear": "Linear"}   # option value → torch.nn class name
 ADAPTER = "litediff"
 SPARSE_NOTE = ("lora: on masked (sparse) layers the adapters' update at pruned positions is "
                "dropped when merging, so the merged model only approximates the trained one")
@@ -97,12 +95,12 @@ class LoRA(TrainingStage):
                    "inference cost, and no size reduction (low-rank factorisation is another "
                    "stage)")
         return unet, {**training_entry(self, result, recovery), **info,
-                      "merged_layers": merged["layers"], "params": count_params(unet)}
+                      "merged_layers": merged["layers"], "params": size.count_params(unet)}
 
 
 def lora_targets(unet: nn.Module, layers=("conv", "linear"), protect=()) -> list:
     """Names of the layers that get adapters: the chosen kinds, outside the protected sets."""
-    kinds = tuple(LAYER_KINDS[k] for k in layers)
+    kinds = tuple(getattr(nn, LAYER_KINDS[k]) for k in layers)
     protected = all_submodules(protected_modules(unet, protect))
     return [n for n, m in unet.named_modules()
             if type(m) in kinds and m not in protected]  # exact types: what peft wraps
@@ -127,10 +125,10 @@ def add_adapters(unet: nn.Module, r: int, alpha: float, layers=("conv", "linear"
         p.requires_grad = ".lora_" in n
         trainable += p.numel() if p.requires_grad else 0
     return {"adapter_layers": len(targets), "adapter_params": trainable,
-            "base_params": count_params(unet) - trainable}
+            "base_params": size.count_params(unet) - trainable}
 
 
-@torch.no_grad()
+@no_grad
 def merge_adapters(unet: nn.Module) -> dict:
     """Merge every peft LoRA layer of ``unet`` into its base layer and put the base layer back
     (in place): a plain model with the original parameter names and shapes, every parameter

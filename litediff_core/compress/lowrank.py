@@ -28,13 +28,11 @@ Saving: the layers' names and ranks go to ``pruning_history.json`` through an IO
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-import torch
-import torch.nn as nn
 
+from .._lazy import nn
 from ..errors import LiteDiffError
-from ..metrics.size import count_params
 from ..progress import Progress, report
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._io_hooks import IOHook, register_io_hook, require_torch_weights
@@ -45,90 +43,16 @@ LAYER_KINDS = ("conv", "linear")
 NOTE = ("low-rank factorisation (truncated SVD, not LoRA): fewer parameters and MACs, but the "
         "outputs change; fine-tune afterwards and measure latency (two thin layers are not "
         "always faster than one on a CPU)")
+_LAYERS = ("LowRankConv2d", "LowRankLinear", "LOW_RANK_TYPES", "full_rank",
+           "factorised_weight_count", "factorise", "low_rank_layers")
 
 
-class LowRankConv2d(nn.Sequential):
-    """A k×k Conv2d in→rank (no bias) followed by a 1×1 Conv2d rank→out (original bias)."""
+def __getattr__(name):  # the factorised layers (nn.Module: torch) are imported where used
+    if name in _LAYERS:
+        from . import _lowrank_layers
 
-    def __init__(self, conv: nn.Conv2d, rank: int):
-        if conv.groups != 1:
-            raise LiteDiffError("low-rank: grouped convolutions are not factorised")
-        kw = {"device": conv.weight.device, "dtype": conv.weight.dtype}
-        super().__init__(
-            nn.Conv2d(conv.in_channels, rank, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, bias=False, padding_mode=conv.padding_mode, **kw),
-            nn.Conv2d(rank, conv.out_channels, 1, bias=conv.bias is not None, **kw))
-
-    in_channels = property(lambda self: self[0].in_channels)
-    out_channels = property(lambda self: self[1].out_channels)
-    rank = property(lambda self: self[0].out_channels)
-
-
-class LowRankLinear(nn.Sequential):
-    """A Linear in→rank (no bias) followed by a Linear rank→out (original bias)."""
-
-    def __init__(self, linear: nn.Linear, rank: int):
-        kw = {"device": linear.weight.device, "dtype": linear.weight.dtype}
-        super().__init__(nn.Linear(linear.in_features, rank, bias=False, **kw),
-                         nn.Linear(rank, linear.out_features, bias=linear.bias is not None, **kw))
-
-    in_features = property(lambda self: self[0].in_features)
-    out_features = property(lambda self: self[1].out_features)
-    rank = property(lambda self: self[0].out_features)
-
-
-LOW_RANK_TYPES = (LowRankConv2d, LowRankLinear)
-
-
-def full_rank(layer: nn.Module) -> int:
-    """min(out, in·k·k) of a Conv2d, min(out, in) of a Linear."""
-    w = layer.weight
-    return min(w.shape[0], w[0].numel())
-
-
-def factorised_weight_count(layer: nn.Module, rank: int) -> int:
-    """Weights (bias excluded) of ``layer`` factorised at ``rank``: rank·(in·k² + out)."""
-    w = layer.weight
-    return rank * (w[0].numel() + w.shape[0])
-
-
-@torch.no_grad()
-def factorise(layer: nn.Module, rank: int, weight: Optional[torch.Tensor] = None):
-    """``(LowRankConv2d | LowRankLinear, kept)``: ``layer`` at ``rank`` by truncated SVD of its
-    weight (or of ``weight``, e.g. the masked one); ``kept`` is the fraction of the squared
-    Frobenius norm kept (relative weight error = sqrt(1 − kept))."""
-    w = (layer.weight if weight is None else weight).detach()
-    if not 1 <= rank <= full_rank(layer):
-        raise LiteDiffError(f"low-rank: rank {rank} is outside 1..{full_rank(layer)}")
-    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1).double(), full_matrices=False)
-    root = s[:rank].sqrt()
-    first = (root[:, None] * vh[:rank]).to(w.dtype)      # rank × (in·k·k)
-    second = (u[:, :rank] * root[None, :]).to(w.dtype)   # out × rank
-    if isinstance(layer, nn.Conv2d):
-        new = LowRankConv2d(layer, rank)
-        new[0].weight.copy_(first.reshape(rank, *w.shape[1:]))
-        new[1].weight.copy_(second[:, :, None, None])
-    elif isinstance(layer, nn.Linear):
-        new = LowRankLinear(layer, rank)
-        new[0].weight.copy_(first)
-        new[1].weight.copy_(second)
-    else:
-        raise LiteDiffError(f"low-rank: cannot factorise a {type(layer).__name__}")
-    if layer.bias is not None:
-        new[1].bias.copy_(layer.bias.detach())
-    energy = s.square()
-    kept = float(energy[:rank].sum() / energy.sum()) if float(energy.sum()) > 0 else 1.0
-    return new, kept
-
-
-def low_rank_layers(unet: nn.Module) -> Dict[str, int]:
-    """Name -> rank of every factorised layer of ``unet``."""
-    return {n: m.rank for n, m in unet.named_modules() if isinstance(m, LOW_RANK_TYPES)}
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, module)
+        return getattr(_lowrank_layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LowRank(Stage):
@@ -156,6 +80,8 @@ class LowRank(Stage):
         """Ranges are declared with the options."""
 
     def layer_rank(self, layer: nn.Module) -> int:
+        from ._lowrank_layers import full_rank
+
         full = full_rank(layer)
         if self.config.rank > 0:
             return min(self.config.rank, full)
@@ -163,6 +89,10 @@ class LowRank(Stage):
 
     def transform(self, state: CompressState, progress: Optional[Progress] = None):
         """Factorise a copy of ``state.unet``."""
+        from ..metrics.size import count_params
+        from ._lowrank_layers import (LOW_RANK_TYPES, factorise, factorised_weight_count,
+                                      full_rank, set_submodule)
+
         c = self.config
         require_torch_weights(state.unet, self.name)
         unet = clone_model(state.unet)
@@ -183,7 +113,7 @@ class LowRank(Stage):
             new, kept = factorise(layer, rank, layer.weight.detach())  # masked weight if any
             new.train(layer.training)
             lost_masks += hasattr(layer, "weight_mask")
-            _set_submodule(unet, name, new)
+            set_submodule(unet, name, new)
             rows.append({"name": name, "type": type(layer).__name__,
                          "shape": list(layer.weight.shape), "rank": rank,
                          "full_rank": full_rank(layer), "weights_before": dense,
@@ -204,18 +134,22 @@ class LowRank(Stage):
 # ----------------------------------------------------------------------------- saving
 
 def _record(model, folder) -> Optional[dict]:
+    from ._lowrank_layers import low_rank_layers
+
     layers = low_rank_layers(model) if isinstance(model, nn.Module) else {}
     return {"layers": layers} if layers else None
 
 
 def _rebuild(unet, record, folder):
+    from ._lowrank_layers import LowRankConv2d, LowRankLinear, set_submodule
+
     for name, rank in record["layers"].items():
         try:
             dense = unet.get_submodule(name)
         except AttributeError:
             raise LiteDiffError(f"low-rank: the saved model has no layer {name!r}") from None
         cls = LowRankConv2d if isinstance(dense, nn.Conv2d) else LowRankLinear
-        _set_submodule(unet, name, cls(dense, int(rank)))
+        set_submodule(unet, name, cls(dense, int(rank)))
     return unet
 
 

@@ -23,11 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-import torch
-import torch.nn as nn
 
+from .._lazy import nn, size, torch
 from ..errors import LiteDiffError
-from ..metrics.size import count_params, layer_table
 from ..progress import Progress, report
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._io_hooks import IOHook, register_io_hook, require_torch_weights
@@ -91,11 +89,11 @@ class DynamicInt8(Stage):
                  if type(m) is nn.Linear and m not in skip]
         if not names:
             raise LiteDiffError(f"{self.name}: the model has no unprotected Linear layer")
-        table = layer_table(unet)  # MACs per layer, before conversion
+        table = size.layer_table(unet)  # MACs per layer, before conversion
         macs = dict(zip(table["name"], table["macs"]))
         total = int(table["macs"].sum())
         covered = sum(int(macs.get(n, 0)) for n in names) / total if total else 0.0
-        params_total = count_params(unet)
+        params_total = size.count_params(unet)
         linear_params = sum(unet.get_submodule(n).weight.numel() for n in names)
         report(progress, 0, 1, f"{self.name}: converting {len(names)} Linear layers")
         quantize_linear_layers(unet, names)

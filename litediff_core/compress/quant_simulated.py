@@ -31,12 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-import torch
-import torch.nn as nn
 
+from .._lazy import nn, no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report
-from ..samplers import SAMPLERS
+from ..recipes import SAMPLER_NAMES
 from ._calibration import CalibrationBatch, calibration_inputs
 from ._common import PROTECT_SETS, all_submodules, protected_modules
 from ._io_hooks import IOHook, register_io_hook, require_torch_weights
@@ -65,7 +64,7 @@ def quant_range(bits: int, signed: bool, symmetric: bool) -> Tuple[int, int]:
     return 0, 2 ** bits - 1
 
 
-@torch.no_grad()
+@no_grad
 def fake_quantize_weight(weight: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
     """``weight`` rounded to a symmetric ``bits``-bit grid (per output channel or per tensor)."""
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
@@ -164,7 +163,7 @@ class _RangeRecorder:
         return sum(self.lows) / len(self.lows), sum(self.highs) / len(self.highs)
 
 
-@torch.no_grad()
+@no_grad
 def _eps_error(reference: List[torch.Tensor], unet, batches: List[CalibrationBatch]) -> float:
     num = den = 0.0
     for ref, b in zip(reference, batches):
@@ -196,7 +195,7 @@ class SimulatedQuant(Stage):
         calib_images: int = option(32, "calibration: images sampled", low=1)
         calib_steps: int = option(50, "calibration: sampling steps of the trajectory", low=1)
         calib_every: int = option(5, "calibration: record the UNet input every c-th step", low=1)
-        calib_sampler: str = option("ddim", "calibration: sampler", SAMPLERS)
+        calib_sampler: str = option("ddim", "calibration: sampler", SAMPLER_NAMES)
         seed: int = option(0, "calibration: seed of the starting noise")
 
     def check(self) -> None:

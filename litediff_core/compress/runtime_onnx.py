@@ -25,14 +25,16 @@ from typing import ClassVar, Optional
 
 from ..errors import LiteDiffError
 from ..progress import Progress, report
-from ._calibration import calibration_inputs
 from .base import CompressState, Stage, clone_model, option
-from .quant_onnx import OnnxUNet, _relative_error, _require_onnx, export_onnx
+from .quant_onnx import _require_onnx
 from .unstructured import make_permanent
 
 
-def onnx_runtime_unet(unet, threads: int = 0) -> OnnxUNet:
-    """``unet`` (a torch UNet2DModel, left untouched) as an ONNX Runtime fp32 model."""
+def onnx_runtime_unet(unet, threads: int = 0):
+    """``unet`` (a torch UNet2DModel, left untouched) as an ONNX Runtime fp32 model
+    (an ``OnnxUNet``)."""
+    from ._onnx import OnnxUNet, export_onnx
+
     _require_onnx()
     if isinstance(unet, OnnxUNet):
         raise LiteDiffError("runtime-onnx: the model is already an ONNX Runtime model")
@@ -59,6 +61,9 @@ class OnnxRuntime(Stage):
                                    low=1)
 
     def transform(self, state: CompressState, progress: Optional[Progress] = None):
+        from ._calibration import calibration_inputs
+        from ._onnx import _relative_error
+
         c = self.config
         report(progress, 0, 2, f"{self.name}: exporting to ONNX")
         model = onnx_runtime_unet(state.unet, c.threads)

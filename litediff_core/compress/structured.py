@@ -46,13 +46,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
-import torch
-import torch.nn as nn
-from torch.nn.utils import prune as torch_prune
-import torch_pruning as tp
 
+from .._lazy import nn, no_grad, size, torch, torch_prune, tp
 from ..errors import LiteDiffError
-from ..metrics.size import count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, noise_prediction_loss, protected_modules)
@@ -102,16 +98,17 @@ def diff_pruning_gradients(config, unet, scheduler, draw, generator, progress) -
 GRADIENTS = {"taylor": taylor_gradients, "diff-pruning": diff_pruning_gradients}
 
 
-class _SkipProtected(tp.importance.Importance):
-    """Wraps an importance: groups touching a protected module get no score (not pruned)."""
+def skip_protected(importance, protected: set):
+    """``importance`` (a Torch-Pruning ``Importance``) that gives groups touching a protected
+    module no score, so they are not pruned (a class made here: Torch-Pruning is imported only
+    when a model is pruned)."""
+    class SkipProtected(tp.importance.Importance):
+        def __call__(self, group):
+            if any(dep.target.module in protected for dep, _ in group):
+                return None
+            return importance(group)
 
-    def __init__(self, importance, protected: set):
-        self.importance, self.protected = importance, protected
-
-    def __call__(self, group):
-        if any(dep.target.module in self.protected for dep, _ in group):
-            return None
-        return self.importance(group)
+    return SkipProtected()
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -165,7 +162,7 @@ class StructuredPrune(Stage):
             raise LiteDiffError(f"{self.name}: the model carries unstructured pruning masks; "
                                 f"prune channels first, or fold the masks (make_permanent)")
         unet = clone_model(state.unet)  # state.unet stays intact if anything fails
-        params_before = count_params(unet)
+        params_before = size.count_params(unet)
         history, info = [], {}
         if c.ratio > 0:
             history, info = self._prune(unet, state.scheduler,
@@ -178,7 +175,7 @@ class StructuredPrune(Stage):
                 state.note(f"structured pruning removed {info['channels_removed']:.0%} of the "
                            f"channels for a ratio of {c.ratio:g}: channels go in steps of the "
                            f"GroupNorm group count, small layers lose more")
-        return unet, {"params_before": params_before, "params_after": count_params(unet), **info}
+        return unet, {"params_before": params_before, "params_after": size.count_params(unet), **info}
 
     def _prune(self, unet, scheduler, data, progress):
         """Prune ``unet`` in place; returns (JSON-able pruning history, log entries)."""
@@ -195,7 +192,7 @@ class StructuredPrune(Stage):
                 info = GRADIENTS[c.importance](c, unet, scheduler, draw, generator, progress)
             pruner = tp.pruner.BasePruner(
                 unet, example_inputs(unet),
-                importance=_SkipProtected(IMPORTANCES[c.importance](), protected),
+                importance=skip_protected(IMPORTANCES[c.importance](), protected),
                 pruning_ratio=c.ratio, global_pruning=c.global_pruning,
                 ignored_layers=[unet.conv_out],  # its outputs are the image channels
                 num_heads={lin: a.heads for a in attentions for lin in (a.to_q, a.to_k, a.to_v)})
@@ -238,8 +235,8 @@ class StructuredPrune(Stage):
 
 def example_inputs(unet) -> dict:
     """One sample and one timestep for tracing ``unet`` (shapes from its config)."""
-    size = unet.config.sample_size
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    side = unet.config.sample_size
+    h, w = (side, side) if isinstance(side, int) else tuple(side)
     device = next(unet.parameters()).device
     return {"sample": torch.randn(1, int(unet.config.in_channels), h, w, device=device),
             "timestep": torch.ones((1,), dtype=torch.long, device=device)}
@@ -285,7 +282,7 @@ def patch_diffusers_attributes(unet) -> None:
             a.scale = (a.inner_dim // a.heads) ** -0.5
 
 
-@torch.no_grad()
+@no_grad
 def keep_attention_temperature(unet, head_dims_before: dict) -> None:
     """Scale each attention's query by sqrt(d'/d) where its head dim went from d to d'."""
     for a, before in head_dims_before.items():

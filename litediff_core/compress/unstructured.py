@@ -29,12 +29,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Tuple
 
-import torch
-import torch.nn as nn
-from torch.nn.utils import prune as torch_prune
 
+from .._lazy import nn, size, torch, torch_prune
 from ..errors import LiteDiffError
-from ..metrics.size import count_nonzero, count_params
 from ..progress import Progress, report
 from ._common import (PROTECT_SETS, accumulate_gradients, all_submodules, eval_mode,
                       image_sampler, protected_modules)
@@ -131,7 +128,7 @@ class UnstructuredPrune(Stage):
         zeros = sum(int((m.weight_mask == 0).sum()) for m in layers.values())
         state.note(NOTE)
         return unet, {"layers": len(layers), "sparsity": zeros / total,
-                      "params": count_params(unet), "nonzero_params": count_nonzero(unet)}
+                      "params": size.count_params(unet), "nonzero_params": size.count_nonzero(unet)}
 
 
 # ----------------------------------------------------------------------------- masks
