@@ -5,7 +5,7 @@ Thin by design: every number comes from a ``litediff_core`` call; nothing here c
 
 import streamlit as st
 
-from pages._warm_up import imports_done, warm_up
+from pages._warm_up import drawing_a_page, imports_done, warm_up
 
 st.set_page_config(page_title="LiteDiff Lab", page_icon="🧪", layout="wide")
 
@@ -227,7 +227,10 @@ def run_page(page) -> None:
                 with st.spinner("Loading torch, diffusers and the compression stages (once "
                                 "after the server starts, a few seconds)…"):
                     imports_done()
-        page.run()
+            page.run()
+        else:
+            with drawing_a_page():
+                page.run()
     finally:  # also when Streamlit stops a run early (a rerun, a page switch)
         log = os.environ.get("LITEDIFF_PAGE_TIMES")
         if log:

@@ -3,7 +3,16 @@ imported in a background thread after Home's first paint, and the wait for it be
 else imports them. Pages that only read stored runs (Explore on a stored recipe, Layers, Pareto,
 Recovery, Runs) need none of it: the stage registry and recipes load without torch."""
 
+from contextlib import contextmanager
+
 import streamlit as st
+
+# what the warm-up imports, in order: the stage registry (no torch), pandas, plotly, then what
+# loading, sampling and compressing a model use (torch, Torch-Pruning, diffusers, fvcore)
+MODULES = ("litediff_core.compress", "litediff_core.runs", "plotly.graph_objects", "torch",
+           "torch_pruning", "diffusers.models.unets.unet_2d",
+           "diffusers.schedulers.scheduling_ddpm", "litediff_core.metrics.size",
+           "litediff_core.models.loader", "litediff_core.samplers")
 
 
 @st.cache_resource(show_spinner=False)
@@ -19,23 +28,43 @@ def warm_up():
     if delay == "off":
         return None
     go = threading.Event()  # set by imports_done(): start at once, someone is waiting
+    quiet = threading.Event()  # set while no page that reads stored runs is being drawn
+    quiet.set()
 
     def work():
+        import importlib
+
         go.wait(float(delay))  # let the first paint reach the browser first
-        import litediff_core.compress  # noqa: F401  (the stage registry: no torch)
-        import litediff_core.runs  # noqa: F401  (pandas)
-        import plotly.graph_objects  # noqa: F401
-        import torch  # noqa: F401  (then what loading, sampling and compressing use)
-        import torch_pruning  # noqa: F401
-        from diffusers import DDPMScheduler, UNet2DModel  # noqa: F401
-        import litediff_core.metrics.size  # noqa: F401  (fvcore)
-        import litediff_core.models.loader  # noqa: F401
-        import litediff_core.samplers  # noqa: F401  (diffusers' schedulers)
+        for name in MODULES:
+            if not go.is_set():  # nobody waits: let a page being drawn have the CPU first
+                quiet.wait()
+            importlib.import_module(name)
 
     thread = threading.Thread(target=work, name="litediff-warm-up", daemon=True)
-    thread.go = go
+    thread.go, thread.quiet, thread.drawing = go, quiet, [0]
+    thread.lock = threading.Lock()
     thread.start()
     return thread
+
+
+@contextmanager
+def drawing_a_page():
+    """Around the run of a page that needs no torch: the warm-up pauses between its imports
+    until the page is drawn (on 2 cores an import beside it doubled a cold first switch)."""
+    thread = warm_up()
+    if thread is None or not thread.is_alive():
+        yield
+        return
+    with thread.lock:
+        thread.drawing[0] += 1
+        thread.quiet.clear()
+    try:
+        yield
+    finally:
+        with thread.lock:
+            thread.drawing[0] -= 1
+            if not thread.drawing[0]:
+                thread.quiet.set()
 
 
 def imports_done() -> None:
