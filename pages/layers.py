@@ -148,16 +148,17 @@ def nothing_changed_note(recipe: dict) -> str:
 
 
 AFTER = (("params_before", "macs_before"), ("params_after", "macs_after"))
+BAR_COLOURS = ("#636efa", "#00cc96")   # before / A, after / B: the same in both panels
 
 
 def block_bars(blocks, title: str, names=("before", "after"), cols=AFTER) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "Parameters per block (M)", "MACs per image per UNet step, per block (M)"))
-    for name, (p, m) in zip(names, cols):
+    for name, (p, m), colour in zip(names, cols, BAR_COLOURS):  # one colour per legend entry
         fig.add_bar(x=blocks["block"], y=blocks[p] / 1e6, name=name, legendgroup=name,
-                    row=1, col=1)
+                    marker_color=colour, row=1, col=1)
         fig.add_bar(x=blocks["block"], y=blocks[m] / 1e6, name=name, legendgroup=name,
-                    showlegend=False, row=1, col=2)
+                    marker_color=colour, showlegend=False, row=1, col=2)
     fig.update_layout(title=title, barmode="group", height=400, margin={"t": 80},
                       template="plotly_white")
     fig.update_yaxes(title_text="M params", row=1, col=1)

@@ -461,6 +461,12 @@ def test_layers_block_summary_and_a_run_that_changed_nothing(tiny, env):
     assert re.fullmatch(f"{count} → {count}", row["MACs before → after"])
     assert row["params change"].startswith("-") and row["MACs change"].endswith("%")
     assert summary.loc["time_embedding", "params change"] == "+0%"  # protected by default
+    bars = [t for f in figures(at) for t in f["data"] if t["type"] == "bar"]
+    colours = {}  # each legend entry (before / after) one colour in both panels
+    for t in bars:
+        colours.setdefault(t["legendgroup"], set()).add(t["marker"]["color"])
+    assert set(colours) == {"before", "after"} and all(len(c) == 1 for c in colours.values())
+    assert colours["before"] != colours["after"]
     at.selectbox(key="ly_run").select(f"yours:{dense.name}").run()
     assert "changed no layer" in infos(ok(at)) and "it has no compression stage" in infos(at)
     assert not at.get("plotly_chart") or "heatmap" not in {
