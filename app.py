@@ -51,8 +51,7 @@ def _meta_and_card(source: str, dataset: str):
     if meta is None:  # a hub id (or a config without its shape): load it to know
         from pages._shared import load_model
 
-        imports_done()
-        meta = load_model(source).meta
+        meta = load_model(source).meta  # (it waits for the warm-up's imports)
     if dataset:
         from pages._shared import dataset_shape
 

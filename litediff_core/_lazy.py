@@ -10,7 +10,7 @@ classes live in private modules imported where they are used::
     from .._lazy import F, nn, torch    # nothing imported yet
     torch.zeros(3)                      # torch is imported here
 
-``tests/test_compress_registry.py`` checks that the registry and recipes load without torch.
+``tests/test_stage_contract.py`` checks that the registry and recipes load without torch.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ F = LazyModule("torch.nn.functional")
 torch_prune = LazyModule("torch.nn.utils.prune")
 tp = LazyModule("torch_pruning")
 size = LazyModule("litediff_core.metrics.size")   # params / MACs counting (torch, fvcore)
+
+
+def exported_from(module: str, package: str, names: dict):
+    """A module ``__getattr__`` (PEP 562) that gives each of ``names`` (name → the private
+    module defining it, relative to ``package``) from that module, imported on first access:
+    ``from .lowrank import LowRankConv2d`` keeps working while ``lowrank`` needs no torch."""
+    def __getattr__(name):
+        if name in names:
+            return getattr(importlib.import_module(names[name], package), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
 
 
 def no_grad(fn):

@@ -41,7 +41,7 @@ def warm_up():
             importlib.import_module(name)
 
     thread = threading.Thread(target=work, name="litediff-warm-up", daemon=True)
-    thread.go, thread.quiet, thread.drawing = go, quiet, [0]
+    thread.go, thread.quiet, thread.drawing = go, quiet, 0
     thread.lock = threading.Lock()
     thread.start()
     return thread
@@ -56,14 +56,14 @@ def drawing_a_page():
         yield
         return
     with thread.lock:
-        thread.drawing[0] += 1
+        thread.drawing += 1
         thread.quiet.clear()
     try:
         yield
     finally:
         with thread.lock:
-            thread.drawing[0] -= 1
-            if not thread.drawing[0]:
+            thread.drawing -= 1
+            if not thread.drawing:
                 thread.quiet.set()
 
 

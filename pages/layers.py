@@ -187,9 +187,9 @@ def main() -> None:
     recipe = run["recipe"]
     st.caption(f"`{run['result'].method or ''}` on `{recipe.get('base', '')}` · {SETUP}.")
     shape = model_shape(store.root / run_id, recipe.get("base", ""))
+    setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     views = layer_views(str(store.root), run_id, (store.root / run_id).stat().st_mtime_ns,
-                        str(recipe.get("name")),
-                        f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>")
+                        str(recipe.get("name")), setup)
     layers, rows = views["layers"], views["rows"]
 
     totals = layers[["params_before", "params_after", "macs_before", "macs_after"]].sum()
@@ -210,7 +210,6 @@ def main() -> None:
         st.caption("Zeroed weights still count as parameters and MACs in dense storage and "
                    "dense kernels: the non-zero count is what sparse storage would keep.")
 
-    setup = f"<br><sup>fvcore trace of one {shape} image per UNet step</sup>"
     if rows:
         st.plotly_chart(views["heatmap"], key="ly_heat", **ui.CHART)
         stages = {s.get("stage") for s in recipe.get("stages", [])}

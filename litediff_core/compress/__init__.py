@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import List
 
+from .._lazy import exported_from
 from ..errors import LiteDiffError
 from .base import FAMILIES, REGISTRY, CompressState, Stage, describe_config
 from .io import load_compressed, save_compressed
@@ -34,15 +35,8 @@ from .deepcache import DeepCache  # sampling-time: feature caching
 
 # Importing the package (the registry below) imports no torch: stage modules name torch through
 # litediff_core._lazy, and the nn.Module wrappers live in private modules, read on first use.
-_MODULES = {"OnnxUNet": "._onnx", "DeepCacheUNet": "._deepcache_unet"}
-
-
-def __getattr__(name):
-    if name in _MODULES:
-        import importlib
-
-        return getattr(importlib.import_module(_MODULES[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exported_from(__name__, __name__, {"OnnxUNet": "._onnx",
+                                                 "DeepCacheUNet": "._deepcache_unet"})
 
 
 def _import_every_stage_module() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-
 from .._lazy import no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-
 from .._lazy import torch
 from ..errors import LiteDiffError
 from ..fileio import atomic_dir

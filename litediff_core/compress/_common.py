@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
-
 from .._lazy import F, nn, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-
 from .._lazy import F, torch
 from ..errors import LiteDiffError
 from ._common import eval_mode

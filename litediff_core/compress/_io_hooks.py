@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-
 from .._lazy import nn
 from ..errors import LiteDiffError, ModelSourceError
 

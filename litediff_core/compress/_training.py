@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-
 from .._lazy import F, nn, no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Event, Progress, report

@@ -21,7 +21,6 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, List, Optional
 
-
 from .._lazy import torch
 from ..errors import LiteDiffError
 from ..progress import Progress

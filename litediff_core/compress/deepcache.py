@@ -27,19 +27,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-
+from .._lazy import exported_from
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 from ._io_hooks import IOHook, register_io_hook
 from .base import CompressState, Stage, option
 
 
-def __getattr__(name):  # the caching UNet (an nn.Module: torch) is imported where it is used
-    if name in ("DeepCacheUNet", "check_cacheable", "cached_step_macs"):
-        from . import _deepcache_unet
-
-        return getattr(_deepcache_unet, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the caching UNet (an nn.Module: torch) is imported where it is used
+__getattr__ = exported_from(__name__, __package__, dict.fromkeys(
+    ("DeepCacheUNet", "check_cacheable", "cached_step_macs"), "._deepcache_unet"))
 
 
 class DeepCache(Stage):

@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-
 from .._lazy import size, torch
 from ..errors import LiteDiffError
 from ..progress import Progress

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-
 from .._lazy import size, torch
 from ..errors import LiteDiffError
 from ..progress import Progress

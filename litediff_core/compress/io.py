@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 from typing import Tuple
 
-
 from .._lazy import torch
 from ..fileio import atomic_dir
 from ..errors import ModelSourceError

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-
 from .._lazy import nn, no_grad, size, torch
 from ..errors import LiteDiffError
 from ..progress import Progress

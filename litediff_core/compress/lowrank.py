@@ -30,8 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-
-from .._lazy import nn
+from .._lazy import exported_from, nn
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 from ._common import PROTECT_SETS, all_submodules, protected_modules
@@ -43,16 +42,10 @@ LAYER_KINDS = ("conv", "linear")
 NOTE = ("low-rank factorisation (truncated SVD, not LoRA): fewer parameters and MACs, but the "
         "outputs change; fine-tune afterwards and measure latency (two thin layers are not "
         "always faster than one on a CPU)")
-_LAYERS = ("LowRankConv2d", "LowRankLinear", "LOW_RANK_TYPES", "full_rank",
-           "factorised_weight_count", "factorise", "low_rank_layers")
-
-
-def __getattr__(name):  # the factorised layers (nn.Module: torch) are imported where used
-    if name in _LAYERS:
-        from . import _lowrank_layers
-
-        return getattr(_lowrank_layers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the factorised layers (nn.Module: torch) are imported where they are used
+__getattr__ = exported_from(__name__, __package__, dict.fromkeys((
+    "LowRankConv2d", "LowRankLinear", "LOW_RANK_TYPES", "full_rank", "factorised_weight_count",
+    "factorise", "low_rank_layers"), "._lowrank_layers"))
 
 
 class LowRank(Stage):

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-
 from .._lazy import nn, size, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report

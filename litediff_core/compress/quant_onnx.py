@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from .._lazy import exported_from
 from ..errors import LiteDiffError
 from ..progress import Progress, report
 from ..recipes import SAMPLER_NAMES
@@ -55,16 +56,10 @@ OP_TYPES = ("Conv", "MatMul", "Gemm")
 ACTIVATION_TYPES = ("uint8", "int8")
 CALIBRATION_METHODS = ("percentile", "minmax")
 INT8_FILE, FP32_FILE = "onnx/unet_int8.onnx", "onnx/unet_fp32.onnx"
-_ONNX = ("OnnxUNet", "export_onnx", "make_session", "quantize_onnx", "first_and_last_conv",
-         "UNetCalibrationReader")
-
-
-def __getattr__(name):  # the ONNX code (nn.Module: torch) is imported where it is used
-    if name in _ONNX:
-        from . import _onnx
-
-        return getattr(_onnx, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the ONNX code (nn.Module: torch) is imported where it is used
+__getattr__ = exported_from(__name__, __package__, dict.fromkeys((
+    "OnnxUNet", "export_onnx", "make_session", "quantize_onnx", "first_and_last_conv",
+    "UNetCalibrationReader"), "._onnx"))
 
 
 def _require_onnx():

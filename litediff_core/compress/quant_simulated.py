@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-
 from .._lazy import nn, no_grad, torch
 from ..errors import LiteDiffError
 from ..progress import Progress, report

@@ -46,7 +46,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
 
-
 from .._lazy import nn, no_grad, size, torch, torch_prune, tp
 from ..errors import LiteDiffError
 from ..progress import Progress, report

@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional, Tuple
 
-
 from .._lazy import nn, size, torch, torch_prune
 from ..errors import LiteDiffError
 from ..progress import Progress, report
