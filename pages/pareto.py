@@ -86,8 +86,11 @@ def hover_texts(df: pd.DataFrame, x: str, y: str) -> list:
             ci = f" [{fmt(r['fid_lo'])}, {fmt(r['fid_hi'])}]"
         batch = int(r["latency_batch"]) if pd.notna(r.get("latency_batch")) else "?"
         name = r["name"] if isinstance(r["name"], str) and r["name"] else r["id"]
+        steps = r.get("train_steps")
+        training = (f"recovery training: {int(steps):,} steps<br>"
+                    if pd.notna(steps) and steps else "")
         out.append(f"<b>{name}</b><br>{r['method']}<br>"
-                   f"<i>{FAMILIES[family_of(r['method'])][0]}</i><br>"
+                   f"<i>{FAMILIES[family_of(r['method'])][0]}</i><br>{training}"
                    f"{ylabel.split(' (')[0]}: {fmt(r[y])}{ci}<br>"
                    f"{AXES[x][0].split(' (')[0]}: {axis_value(x, r[x])}<br>"
                    f"eval: {r.get('eval', '')} · {r.get('extractor', '')} features<br>"

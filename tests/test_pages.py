@@ -204,6 +204,9 @@ def test_pareto_families_rings_hover_and_images_keep_colours(with_runs, monkeypa
     hover = structured["customdata"][0][1]
     assert "pruned by half" in hover and " M params" in hover and "FID: " in hover
     assert re.search(r"FID: \d+(\.\d)? \[\d", hover) and "e+0" not in hover
+    # what a point's recovery cost, in its hover: the fine-tuned run says it, the untrained not
+    assert "recovery training" not in hover
+    assert "recovery training: 2 steps" in unstructured["customdata"][0][1]
     ring = next(t for t in fig["data"] if t.get("legendgroup") == "ring")
     assert ring["name"] == "newest run" and ring["marker"]["symbol"] == "circle-open"
     newest = max(with_runs.ids, key=lambda i: json.loads(
