@@ -132,7 +132,7 @@ def report(store: RunStore, names, args) -> str:
         "",
         f"Command: `python benchmarks/recovery.py --store {args.store} --steps {args.steps} "
         f"--every {args.every} --batch {args.batch}`  ",
-        f"Machine: {cpu_label()}; written {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"Report written on {cpu_label()} (each row's timings: its *timed on* column); written {time.strftime('%Y-%m-%d %H:%M')}.",
         "",
         "Every recipe distils from the dense teacher (0.7 · teacher + 0.3 · true noise, EMA "
         "0.995, lr 1e-3, batch "
@@ -149,8 +149,8 @@ def report(store: RunStore, names, args) -> str:
         "",
         "| recipe | status | " + " | ".join(f"FID@{s}" for s in [0] + wanted)
         + " | ε-MSE to teacher (first → last) | train time | 1,000-sample FID | step speed-up |"
-          " params |",
-        "|---|---|" + "---|" * (len(wanted) + 1) + "---|---|---|---|---|",
+          " params | timed on |",
+        "|---|---|" + "---|" * (len(wanted) + 1) + "---|---|---|---|---|---|",
     ]
     finished = []
     for name in names:
@@ -162,7 +162,7 @@ def report(store: RunStore, names, args) -> str:
                f"{points[-1].get('eps_mse_teacher', 0):.4f}" if points else "")
         train = f"{points[-1]['train_s'] / 60:.0f} min to step {points[-1]['step']}" \
             if points else ""
-        final = speed = params = ""
+        final = speed = params = cpu = ""
         if m:
             f = m.fidelity
             final = f"{f.fid:.1f} [{f.fid_lo:.1f}, {f.fid_hi:.1f}]"
@@ -170,8 +170,9 @@ def report(store: RunStore, names, args) -> str:
             final += " ✔" if hit else ""
             speed = f"{m.speedup:.2f}×"
             params = f"{m.size.params / 1e6:.2f} M"
+            cpu = (m.latency.cpu or "") if m.latency else ""
         lines.append(f"| {COMPRESSIONS[name][0]} | {status} | " + " | ".join(cells)
-                     + f" | {eps} | {train} | {final} | {speed} | {params} |")
+                     + f" | {eps} | {train} | {final} | {speed} | {params} | {cpu} |")
         if m and points:
             finished.append((COMPRESSIONS[name][0], m, points))
     lines += ["", target_line(finished, d1000, dense), "",
@@ -234,8 +235,8 @@ def main(argv=None) -> int:
                 run_recipe(r, store, progress=TqdmProgress(name), device="cpu")
             except LiteDiffError as e:
                 print(f"{name}: {e}", file=sys.stderr)
-            (HERE / "recovery.md").write_text(report(store, names, args))
-    (HERE / "recovery.md").write_text(report(store, names, args))
+            (HERE / "recovery.md").write_text(report(store, list(COMPRESSIONS), args))
+    (HERE / "recovery.md").write_text(report(store, list(COMPRESSIONS), args))
     print(HERE / "recovery.md")
     return 0
 
