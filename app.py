@@ -206,8 +206,10 @@ def _latency(source: str, device_choice: str, card) -> None:
         st.metric("Step latency", "not measured")
 
 
-# pages that import torch and diffusers as they open (to sample, or to preview a recipe's size);
-# the others read stored runs and load a model only on request (pages._shared.load_model)
+# pages that import torch and diffusers as they open (to sample, or to preview a recipe's size):
+# the warm-up runs on at full speed while they draw, and they wait for it after their title
+# (pages._warm_up.imports_done_shown); the others read stored runs and load a model only on
+# request (pages._shared.load_model)
 NEEDS_TORCH = ("Compress", "Samples & samplers")
 
 
@@ -220,12 +222,7 @@ def run_page(page) -> None:
 
     start = time.perf_counter()
     try:
-        if page.title in NEEDS_TORCH:  # the others call imports_done() where they load a model
-            thread = warm_up()
-            if thread is not None and thread.is_alive():
-                with st.spinner("Loading torch, diffusers and the compression stages (once "
-                                "after the server starts, a few seconds)…"):
-                    imports_done()
+        if page.title in NEEDS_TORCH:  # they wait for the warm-up after their title
             page.run()
         else:
             with drawing_a_page():

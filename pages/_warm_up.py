@@ -67,6 +67,17 @@ def drawing_a_page():
                 thread.quiet.set()
 
 
+def imports_done_shown() -> None:
+    """:func:`imports_done` with a spinner that says what is loading while the warm-up still
+    runs. Pages that need torch as they open call it after their title, so a cold server's first
+    switch shows the page at once instead of a blank wait."""
+    thread = warm_up()
+    if thread is not None and thread.is_alive():
+        with st.spinner("Loading torch, diffusers and the compression stages (once after the "
+                        "server starts, a few seconds)…"):
+            imports_done()
+
+
 def imports_done() -> None:
     """Wait for the warm-up's imports before importing anything heavy in this thread (loading a
     model, sampling, compressing): diffusers imports its classes lazily and not thread-safely,

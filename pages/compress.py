@@ -15,8 +15,8 @@ from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
 from litediff_core.presets import PRESETS, preset_recipe
 from litediff_core.recipes import EVAL_DEFAULTS, Recipe
-from litediff_core.samplers import SAMPLERS
 from pages import _shared as ui
+from pages._warm_up import imports_done_shown
 
 # ----------------------------------------------------------------------------- stage list state
 
@@ -281,6 +281,8 @@ def main() -> None:
     st.title("Compress")
     st.caption("Stack compression stages into a recipe, predict its size, then run it: the run "
                "is measured (size, MACs, real latency, FID, SSIM to the base) and stored.")
+    imports_done_shown()  # the base model, the samplers and the size preview need torch
+    from litediff_core.samplers import SAMPLERS
 
     c = st.columns([3, 1, 1, 2])
     with c[0]:

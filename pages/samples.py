@@ -8,9 +8,8 @@ import streamlit as st
 
 from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
-from litediff_core.evaluate import grid_quality
-from litediff_core.samplers import SAMPLERS, grid
 from pages import _shared as ui
+from pages._warm_up import imports_done_shown
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -89,6 +88,9 @@ def sampler_comparison(table) -> None:
     st.caption("Every cell starts from the same noise (same seed); stochastic samplers draw "
                "their step noise per image from the seed too. Wall time is measured on this "
                "machine when the cell is first generated (cached afterwards).")
+    imports_done_shown()  # sampling needs torch and diffusers
+    from litediff_core.samplers import SAMPLERS
+
     models = {"__base__": "A base model (below)"}
     models.update(ui.run_choices(table[table["status"] == "done"], need="model"))
     c = st.columns([2, 2])
@@ -114,6 +116,9 @@ def sampler_comparison(table) -> None:
 
 
 def show_comparison(req: dict) -> None:
+    from litediff_core.evaluate import grid_quality
+    from litediff_core.samplers import grid
+
     try:
         steps = _parse_steps(req["steps"])
         device = resolve_device(req["device"])
