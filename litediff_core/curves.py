@@ -16,14 +16,17 @@ import pandas as pd
 from .recipes import Recipe
 from .runs import RECIPE, RunStore
 
-POINT_COLUMNS = ["ref", "run", "stage", "label", "status", "step", "train_min", "fid", "fid_lo",
-                 "fid_hi", "eps_mse_teacher", "eps_mse"]
+POINT_COLUMNS = ["ref", "run", "stage", "label", "status", "step", "train_min", "machine", "fid",
+                 "fid_lo", "fid_hi", "eps_mse_teacher", "eps_mse"]
 
 
 def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
     """One dict per curve: ``ref`` (``<label>:<id>``, or the id), ``run`` (name or method),
     ``stage`` (index-name), ``label`` (the curve's setup), ``status`` ("done" or "unfinished at
-    step k"), ``reference`` (the dense teacher at the same setup, or None), ``points``."""
+    step k"), ``reference`` (the dense teacher at the same setup, or None), ``points``, and
+    ``machine``: what trained it where its points do not say (curves stored before points
+    named their machine: the CPU or GPU that evaluated the run, in the process that trained
+    it; None for checkpoints)."""
     from .compress._checkpoint import read_state
 
     out = []
@@ -31,11 +34,12 @@ def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
     table = store.table()
     for _, row in table[table["status"] == "done"].iterrows():
         run = store.load(row["id"])
-        name = row["name"] or row["method"]
-        for c in run["result"].recovery or []:
+        name, result = row["name"] or row["method"], run["result"]
+        for c in result.recovery or []:
             out.append({"ref": prefix + row["id"], "run": name,
                         "stage": f"{c.stage_index}-{c.stage}", "label": c.label,
-                        "status": "done", "reference": c.reference, "points": c.points})
+                        "status": "done", "reference": c.reference, "points": c.points,
+                        "machine": _evaluated_on(result)})
     for run_id, stages in store.checkpoints().items():
         try:
             recipe = json.loads((store.checkpoint_dir(run_id) / RECIPE).read_text())
@@ -51,15 +55,24 @@ def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
                         "stage": stage_dir, "label": state.get("curve_label") or _label_of(spec),
                         "status": f"unfinished at step {step} of "
                                   f"{state['fingerprint'].get('steps')}",
-                        "reference": None, "points": state["curve"]})
+                        "reference": None, "points": state["curve"], "machine": None})
     return out
+
+
+def _evaluated_on(result) -> str:
+    """The GPU or CPU a run was evaluated on (its environment and timing, as first measured)."""
+    setup, env = result.setup or {}, result.environment
+    if str(setup.get("device", "")).startswith("cuda"):
+        gpu = result.base_latency.gpu if result.base_latency else None
+        return gpu or "a GPU"
+    return env.cpu if env and env.cpu else None
 
 
 def curves_stamp(store: RunStore) -> tuple:
     """Changes whenever a run lands in ``store`` or a checkpoint is written: a cache key."""
     root = store.checkpoint_dir("x").parent
-    folders = [store.root, root] + (sorted(root.iterdir()) if root.is_dir() else [])
-    return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in folders)
+    paths = [store.root, root] + (sorted(root.glob("*/*/state.json")) if root.is_dir() else [])
+    return tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in paths)
 
 
 def _label_of(config: dict) -> str:
@@ -76,7 +89,9 @@ def points_frame(curves: List[dict]) -> pd.DataFrame:
         for p in c["points"]:
             rows.append({"ref": c["ref"], "run": c["run"], "stage": c["stage"],
                          "label": c["label"], "status": c["status"], "step": p["step"],
-                         "train_min": p["train_s"] / 60, "fid": p["fid"],
+                         "train_min": p["train_s"] / 60,
+                         "machine": p.get("machine") or c.get("machine") or "not recorded",
+                         "fid": p["fid"],
                          "fid_lo": p.get("fid_lo"), "fid_hi": p.get("fid_hi"),
                          "eps_mse_teacher": p.get("eps_mse_teacher"), "eps_mse": p.get("eps_mse")})
     return pd.DataFrame(rows, columns=POINT_COLUMNS)

@@ -50,6 +50,15 @@ def cpu_info(cpuinfo: str = None) -> dict:
     return info
 
 
+def machine_of(device) -> str:
+    """What ran on ``device``, for labels of training time: the GPU's name, or the CPU model."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return cpu_info()["cpu"]
+
+
 def cpu_label(info: dict = None) -> str:
     """``"AMD EPYC, without VNNI"``: :func:`cpu_info` for the headers of result files."""
     info = cpu_info() if info is None else info

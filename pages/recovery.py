@@ -9,8 +9,9 @@ import streamlit as st
 from litediff_core.curves import curves_stamp, points_frame, recovery_curves
 from pages import _shared as ui
 
-X_AXES = {"step": ("fine-tune steps", 1.0), "train_min": ("training time (minutes, this "
-                                                          "machine, evaluation excluded)", 1.0)}
+X_AXES = {"step": ("fine-tune steps", 1.0),
+          "train_min": ("training time (minutes on the machine that trained it, evaluation "
+                        "excluded)", 1.0)}
 Y_AXES = {"fid": "FID (lower is better)",
           "eps_mse_teacher": "ε-MSE to the dense teacher (lower: closer to it)"}
 HOW = ("Add a recovery curve to any training stage (finetune, distill, lora) with "
@@ -41,10 +42,11 @@ def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Fi
         name = f"{c['run']} ({c['stage']})" + ("" if c["status"] == "done"
                                                 else f" — {c['status']}")
         fig.add_scatter(x=df[x].tolist(), y=df[y].tolist(), mode="lines+markers", name=name,
-                        error_y=error, customdata=df[["step", "train_min"]].values.tolist(),
+                        error_y=error,
+                        customdata=df[["step", "train_min", "machine"]].values.tolist(),
                         hovertemplate=f"{name}<br>step %{{customdata[0]}} · "
-                                      f"%{{customdata[1]:.1f}} min<br>{Y_AXES[y]}: %{{y:.4g}}"
-                                      "<extra></extra>")
+                                      f"%{{customdata[1]:.1f}} min on %{{customdata[2]}}<br>"
+                                      f"{Y_AXES[y]}: %{{y:.4g}}<extra></extra>")
         ref = c.get("reference")
         if ref and ref.get(y) is not None:
             refs[round(ref[y], 6)] = ref
@@ -58,6 +60,11 @@ def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Fi
     return fig
 
 
+def trained_on(curve: dict) -> list:
+    """The machines a curve's training ran on, in order (one, unless it resumed elsewhere)."""
+    return list(dict.fromkeys(points_frame([curve])["machine"]))
+
+
 def summary(curves: list) -> pd.DataFrame:
     rows = []
     for c in curves:
@@ -65,6 +72,7 @@ def summary(curves: list) -> pd.DataFrame:
         ref = c.get("reference") or {}
         rows.append({"run": c["run"], "stage": c["stage"], "status": c["status"],
                      "steps": last["step"], "training (min)": round(last["train_s"] / 60, 1),
+                     "trained on": ", ".join(trained_on(c)),
                      "FID at start": round(first["fid"], 1), "FID now": round(last["fid"], 1),
                      "dense base (same setup)": round(ref["fid"], 1) if ref.get("fid") else None,
                      "ε-MSE to teacher": (f"{first.get('eps_mse_teacher', float('nan')):.4f} → "
@@ -111,6 +119,11 @@ def main():
     st.caption(f"{setup}. Curve FIDs use few samples and a fast sampler: compare points of "
                "these curves with each other, never with a run's final FID (Runs and Pareto "
                "pages: more samples, its own sampler). Error bars: 95 % bootstrap interval.")
+    machines = {m for c in shown for m in trained_on(c)}
+    if x == "train_min" and len(machines) > 1:
+        st.warning(f"These runs trained on {len(machines)} different machines "
+                   f"({', '.join(sorted(machines))}): their minutes do not compare directly; "
+                   "steps do.")
     st.dataframe(summary(shown), hide_index=True, width="stretch")
     st.caption(HOW)
 

@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from litediff_core.compress import STAGES, describe_stage
+from litediff_core.device import cpu_info
 from litediff_core.recipes import Recipe
 from litediff_core.runs import RunStore, run_recipe
 from tiny import save_tiny_base
@@ -125,8 +126,14 @@ def test_recovery_page_switches_axes_and_shows_unfinished_runs(with_runs, tmp_pa
                                                                monkeypatch):
     at = ok(page("recovery"))
     at.radio(key="rc_x").set_value("train_min").run()
-    x = figures(ok(at))[0]["data"][0]["x"]
+    trace = figures(ok(at))[0]["data"][0]
+    x = trace["x"]
     assert x[0] == 0 and x[1] > 0 and x == sorted(x)
+    # minutes name their machine: in the hover and the table
+    machine = cpu_info()["cpu"]
+    assert trace["customdata"][0][2] == machine and "min on" in trace["hovertemplate"]
+    assert at.dataframe[0].value["trained on"].tolist() == [machine]
+    assert not at.warning  # one machine: minutes compare
     at.radio(key="rc_y").set_value("eps_mse_teacher").run()
     layout = figures(ok(at))[0]["layout"]
     assert "ε-MSE" in layout["yaxis"]["title"]["text"] and layout["yaxis"]["type"] == "log"
@@ -150,6 +157,13 @@ def test_recovery_page_switches_axes_and_shows_unfinished_runs(with_runs, tmp_pa
     at = ok(page("recovery"))
     names = [t["name"] for t in figures(at)[0]["data"]]
     assert "still training (1-finetune) — unfinished at step 1 of 2" in names
+    # curves trained on different machines: their minutes are said not to compare
+    state = json.loads((ckpt / "state.json").read_text())
+    state["curve"] = [{**p, "machine": "Another CPU"} for p in state["curve"]]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    at = ok(page("recovery"))
+    at.radio(key="rc_x").set_value("train_min").run()
+    assert "do not compare directly" in ok(at).warning[0].value
 
 
 # ----------------------------------------------------------------------------- Pareto

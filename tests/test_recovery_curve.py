@@ -6,6 +6,7 @@ import torch
 from diffusers import UNet2DModel
 
 from litediff_core.compress import CompressState, Distill, FineTune, make_stage
+from litediff_core.device import cpu_info
 from litediff_core.errors import LiteDiffError
 from litediff_core.recipes import Recipe
 from test_compress_train import same_weights, weights
@@ -49,6 +50,8 @@ def test_curve_points_come_at_0_every_k_and_the_end_and_do_not_change_training(
     assert all(p["fid"] > 0 and p["fid_lo"] <= p["fid"] <= p["fid_hi"] for p in points)
     assert points[0]["train_s"] == 0 and points[0]["train_s"] < points[1]["train_s"] \
         < points[2]["train_s"]
+    # whose minutes these are: a run resumed on another machine has points of both
+    assert {p["machine"] for p in points} == {cpu_info()["cpu"]}
     # the student starts away from its teacher (weights × 0.7) and distillation pulls it back
     assert points[0]["eps_mse_teacher"] > points[-1]["eps_mse_teacher"]
     assert entry["curve_label"] == ("FID of 50 samples, DPM-Solver++ 2 steps, "

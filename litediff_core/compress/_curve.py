@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .._lazy import F, torch
+from ..device import machine_of
 from ..errors import LiteDiffError
 from ._common import eval_mode
 
@@ -99,7 +100,7 @@ class RecoveryMonitor:
         if self.teacher is None:
             return None
         point = self(0, self.teacher, 0.0)
-        return {k: v for k, v in point.items() if k not in ("step", "train_s")}
+        return {k: v for k, v in point.items() if k not in ("step", "train_s", "machine")}
 
     def __call__(self, step: int, model, train_s: float) -> dict:
         from ..data.datasets import to_uint8
@@ -111,6 +112,7 @@ class RecoveryMonitor:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             eps = self._predict(model, device)
             point = {"step": int(step), "train_s": round(float(train_s), 2),
+                     "machine": machine_of(device),  # whose minutes train_s counts
                      "eps_mse": float(F.mse_loss(eps, self.noise))}
             if self.teacher is not None:
                 if self._teacher_eps is None:

@@ -7,7 +7,6 @@ the same batch size, device and thread count (all recorded in the result).
 
 from __future__ import annotations
 
-import platform
 import time
 from contextlib import contextmanager
 from typing import Optional, Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..device import cpu_info
 from ..errors import MetricError
 
 
@@ -45,17 +45,6 @@ def _on_device_in_eval(model, device: torch.device):
         yield model
     finally:
         model.to(home).train(training)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -123,7 +112,7 @@ def step_latency(unet, batch_size: int = 16, device: str = "cpu", repeats: int =
         "threads": used_threads,
         "dtype": str(sample.dtype).replace("torch.", ""),
         "torch_version": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_info()["cpu"],
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
     }
 
@@ -164,5 +153,5 @@ def sampling_throughput(unet, scheduler_config: dict, sampler: str, steps: int, 
         "device": str(dev),
         "threads": used_threads,
         "torch_version": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_info()["cpu"],
     }
