@@ -160,8 +160,11 @@ def report(store: RunStore, names, args) -> str:
         cells = [f"{by_step[s]['fid']:.1f}" if s in by_step else "" for s in [0] + wanted]
         eps = (f"{points[0].get('eps_mse_teacher', 0):.4f} → "
                f"{points[-1].get('eps_mse_teacher', 0):.4f}" if points else "")
-        train = f"{points[-1]['train_s'] / 60:.0f} min to step {points[-1]['step']}" \
-            if points else ""
+        trained_on = list(dict.fromkeys(  # curves stored before points named it: the run's
+            p.get("machine") or (m.environment.cpu if m and m.environment else "a machine not recorded")
+            for p in points))
+        train = (f"{points[-1]['train_s'] / 60:.0f} min to step {points[-1]['step']} on "
+                 f"{' then '.join(trained_on)}") if points else ""
         final = speed = params = cpu = ""
         if m:
             f = m.fidelity
