@@ -239,6 +239,12 @@ def test_budget_warning_is_computed_from_the_stored_runs():
     assert ex.budget_warning(ex.recipe_of(replace(d, ratio=0.3)), runs[1:]) is None  # no dense
     fresh = ex.budget_warning(ex.recipe_of(replace(d, kd=2, train_steps=1000)), runs)
     assert "fresh students with channels ÷ 2" in fresh and "10.0×" in fresh
+    # a long recovery of the same pruning reached the dense FID: the short budget is still
+    # warned about (and told what recovered it); that budget or more is not
+    runs.append(_run(replace(d, ratio=0.3, train_steps=4000), 95.0))
+    text = ex.budget_warning(ex.recipe_of(replace(d, ratio=0.3, train_steps=200)), runs)
+    assert "6.4×" in text and "recovered with 4,000 steps" in text
+    assert ex.budget_warning(ex.recipe_of(replace(d, ratio=0.3, train_steps=4000)), runs) is None
 
 
 def test_a_stored_unrecovered_result_says_so_and_points_to_a_recovered_run():
