@@ -39,7 +39,7 @@ def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
             out.append({"ref": prefix + row["id"], "run": name,
                         "stage": f"{c.stage_index}-{c.stage}", "label": c.label,
                         "status": "done", "reference": c.reference, "points": c.points,
-                        "machine": _evaluated_on(result)})
+                        "machine": evaluated_on(result)})
     for run_id, stages in store.checkpoints().items():
         try:
             recipe = json.loads((store.checkpoint_dir(run_id) / RECIPE).read_text())
@@ -59,13 +59,26 @@ def recovery_curves(store: RunStore, label: str = "") -> List[dict]:
     return out
 
 
-def _evaluated_on(result) -> str:
-    """The GPU or CPU a run was evaluated on (its environment and timing, as first measured)."""
+def evaluated_on(result) -> str:
+    """The GPU or CPU a run was evaluated on, in the process that trained it: its environment
+    (runs stored before the environment named the GPU: the GPU of its first timing, which
+    ``litediff runs --remeasure`` keeps in ``latency_history``)."""
     setup, env = result.setup or {}, result.environment
     if str(setup.get("device", "")).startswith("cuda"):
-        gpu = result.base_latency.gpu if result.base_latency else None
-        return gpu or "a GPU"
+        first = (result.latency_history or [{}])[0].get("base_latency") or (
+            result.base_latency.to_dict() if result.base_latency else {})
+        return (env.gpu if env else None) or first.get("gpu") or "a GPU"
     return env.cpu if env and env.cpu else None
+
+
+def trained_on(curve: dict) -> List[str]:
+    """The machines a curve's training ran on, in order (one, unless it resumed elsewhere):
+    each point's ``machine``, else the curve's (see :func:`recovery_curves`)."""
+    return list(dict.fromkeys(_machine(p, curve) for p in curve["points"]))
+
+
+def _machine(point: dict, curve: dict) -> str:
+    return point.get("machine") or curve.get("machine") or "not recorded"
 
 
 def curves_stamp(store: RunStore) -> tuple:
@@ -90,7 +103,7 @@ def points_frame(curves: List[dict]) -> pd.DataFrame:
             rows.append({"ref": c["ref"], "run": c["run"], "stage": c["stage"],
                          "label": c["label"], "status": c["status"], "step": p["step"],
                          "train_min": p["train_s"] / 60,
-                         "machine": p.get("machine") or c.get("machine") or "not recorded",
+                         "machine": _machine(p, c),
                          "fid": p["fid"],
                          "fid_lo": p.get("fid_lo"), "fid_hi": p.get("fid_hi"),
                          "eps_mse_teacher": p.get("eps_mse_teacher"), "eps_mse": p.get("eps_mse")})

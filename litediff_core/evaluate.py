@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .data import load_dataset
 from .data.datasets import to_uint8
-from .device import cpu_info, resolve_device
+from .device import cpu_info, machine_of, resolve_device
 from .errors import LiteDiffError
 from .progress import Progress
 
@@ -140,7 +140,8 @@ def evaluate(base, cfg: EvalConfig, progress: Optional[Progress] = None,
         "fidelity": fid.to_dict() | {"label": fid.label()},
         "environment": {"litediff": __version__, "torch": torch.__version__,
                         "machine": platform.machine(), "threads": torch.get_num_threads(),
-                        **cpu_info()},
+                        **cpu_info(),
+                        "gpu": machine_of(device) if str(device).startswith("cuda") else None},
     }
     if meta.dataset == "fashion-mnist":
         result["quality_gate"] = quality_gate(images, meta.classes or reference.classes)

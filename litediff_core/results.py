@@ -173,6 +173,7 @@ class Environment(_Part):
     threads: Optional[int] = None
     cpu: Optional[str] = None
     vnni: Optional[bool] = None
+    gpu: Optional[str] = None               # the GPU's name, where the run was evaluated on one
 
 
 @dataclass(kw_only=True)

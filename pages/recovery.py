@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from litediff_core.curves import curves_stamp, points_frame, recovery_curves
+from litediff_core.curves import curves_stamp, points_frame, recovery_curves, trained_on
 from pages import _shared as ui
 
 X_AXES = {"step": ("fine-tune steps", 1.0),
@@ -58,11 +58,6 @@ def figure(curves: list, x: str, y: str, title: str, log: bool = False) -> go.Fi
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 60}, showlegend=True,
                       yaxis_type="log" if log else "linear", template="plotly_white")
     return fig
-
-
-def trained_on(curve: dict) -> list:
-    """The machines a curve's training ran on, in order (one, unless it resumed elsewhere)."""
-    return list(dict.fromkeys(points_frame([curve])["machine"]))
 
 
 def summary(curves: list) -> pd.DataFrame:

@@ -105,3 +105,25 @@ def test_curve_options_come_after_the_stage_own_options():
     assert names[0] == "steps" and names[-3:] == ["curve_every", "curve_samples",
                                                   "curve_sampling_steps"]
     assert FineTune().config.curve_every == 0
+
+
+def test_a_curve_names_the_machine_that_trained_it_even_after_its_run_was_retimed():
+    """Points name their machine; older curves fall back to the run's evaluation environment:
+    the GPU it recorded, or (runs stored before) the GPU of its first timing — not the GPU of
+    a later ``litediff runs --remeasure``."""
+    from litediff_core.curves import evaluated_on, trained_on
+    from litediff_core.results import RunResult
+
+    gpu_run = {"setup": {"device": "cuda"}, "environment": {"cpu": "Some CPU", "gpu": "H200"},
+               "base_latency": {"gpu": "A100 (re-timed)"}}
+    assert evaluated_on(RunResult.from_dict(gpu_run)) == "H200"
+    older = {"setup": {"device": "cuda:0"}, "environment": {"cpu": "Some CPU"},
+             "base_latency": {"gpu": "A100 (re-timed)"},
+             "latency_history": [{"base_latency": {"gpu": "T4"}}]}
+    assert evaluated_on(RunResult.from_dict(older)) == "T4"
+    cpu_run = {"setup": {"device": "cpu"}, "environment": {"cpu": "Some CPU"}}
+    assert evaluated_on(RunResult.from_dict(cpu_run)) == "Some CPU"
+
+    points = [{"step": 0}, {"step": 250, "machine": "Xeon"}, {"step": 500, "machine": "Xeon"}]
+    assert trained_on({"points": points, "machine": "EPYC"}) == ["EPYC", "Xeon"]
+    assert trained_on({"points": points[:1], "machine": None}) == ["not recorded"]
