@@ -8,6 +8,7 @@ import streamlit as st
 
 from litediff_core.device import DEVICES, resolve_device
 from litediff_core.errors import LiteDiffError
+from litediff_core.pareto import showcase
 from pages import _shared as ui
 from pages._warm_up import imports_done_shown
 
@@ -51,8 +52,11 @@ def stored_samples(table) -> None:
         st.info("No finished run with samples yet: run a recipe on the Compress page.")
         return
     refs = list(choices)
-    picked = st.multiselect("Runs", refs, default=refs[:3], format_func=choices.get,
-                            key="sm_runs")
+    first = list(done.loc[showcase(done[done["ref"].isin(refs)]), "ref"]) or refs[:3]
+    picked = st.multiselect("Runs", refs, default=first, format_func=choices.get,
+                            key="sm_runs", help="First shown: the dense base, the compressed "
+                            "run with the lowest FID and the fastest one, evaluated the same "
+                            "way.")
     if not picked:
         return
     rows = done.set_index("ref")

@@ -362,6 +362,32 @@ def test_pareto_front_keeps_the_points_nothing_beats():
                                                                          False, False]
 
 
+def test_samples_first_compare_dense_best_and_fastest_usable_at_one_setup():
+    """Not whatever three runs come first: the dense base, the lowest FID and the fastest run
+    that passes the gate (not a collapsed model), at the dense setup with the most samples."""
+    import pandas as pd
+
+    from litediff_core.pareto import showcase
+
+    big, small = "1000 samples, ddim 50 steps", "200 samples, ddim 50 steps"
+    df = pd.DataFrame([  # method, eval, fid, speed-up, gate
+        ("base (dense)", small, 110, 1.0, True), ("broken", small, 1200, 3.5, False),
+        ("fast bad", small, 500, 2.0, False), ("also dense small", small, 111, 1.1, True),
+        ("base (dense)", big, 74.6, 0.95, True), ("collapsed", big, 179, 1.98, False),
+        ("recovered 50 %", big, 125, 1.97, True), ("recovered 30 %", big, 71, 1.27, True),
+        ("base (dense) · dpm-solver++ 20", "1000 samples, dpm-solver++ 20 steps", 41, 1, True),
+        ("unfinished", big, None, None, None)],
+        columns=["method", "eval", "fid", "speedup", "gate"]).assign(
+        status="done", created=range(10))
+    df.loc[9, "status"] = "running"
+    assert list(df.loc[showcase(df), "method"]) == ["base (dense)", "recovered 30 %",
+                                                    "recovered 50 %"]
+    # nothing passes the gate: the fastest of all; no compressed run beside a dense: nothing
+    df["gate"] = None
+    assert list(df.loc[showcase(df), "method"])[2] == "collapsed"
+    assert showcase(df[df["method"].str.startswith("base")]).empty
+
+
 # ----------------------------------------------------------------------------- Runs
 
 def test_runs_filter_sort_compare_and_export(with_runs):
