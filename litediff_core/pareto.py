@@ -37,7 +37,7 @@ def showcase(df: pd.DataFrame) -> pd.Index:
     setups = [ev for ev, n in counts.items() if n]
     if not setups:
         return pd.Index([])
-    ev = max(setups, key=lambda e: (_samples(e), counts[e]))
+    ev = max(setups, key=lambda e: (sample_count(e), counts[e]))
     same = done[done["eval"] == ev]
     base = same[dense[same.index]].sort_values("created").index[:1]
     compressed = same[~dense[same.index]]
@@ -49,8 +49,8 @@ def showcase(df: pd.DataFrame) -> pd.Index:
     return pd.Index(list(dict.fromkeys(picks)))
 
 
-def _samples(setup: str) -> int:
+def sample_count(setup: str) -> int:
     """The sample count of an evaluation label (``RunStore.table``'s ``eval``: ``"1000 samples,
-    ddim 50 steps"``)."""
+    ddim 50 steps"``; the Pareto page's setups: ``"1000 samples, … features"``)."""
     head = str(setup).split(" ", 1)[0]
     return int(head) if head.isdigit() else 0

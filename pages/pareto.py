@@ -252,8 +252,10 @@ def main() -> None:
     done = done.assign(fid_setup=fid_setups(done))
     setups = sorted(done["fid_setup"].dropna().unique())
     if len(setups) > 1:
-        # the setup most runs share, and that of your newest run (so a new run shows at once)
-        default = [done["fid_setup"].value_counts().index[0]]
+        # the setup with the most samples (the default evaluation, where the recovered runs
+        # are), then most runs; and that of your newest run (so a new run shows at once)
+        counts = done["fid_setup"].value_counts()
+        default = [max(counts.index, key=lambda s: (pareto.sample_count(s), counts[s]))]
         own = done[done["store"] == "yours"].dropna(subset=["fid_setup"])
         if not own.empty:
             newest = own.sort_values("created")["fid_setup"].iloc[-1]

@@ -287,8 +287,19 @@ def _rgb(colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
 
 
-def test_pareto_shows_the_most_common_setup_and_your_newest(tiny, env):
-    """Runs of two evaluation setups: the page starts on the one most runs share plus that of
+def test_pareto_starts_on_the_setup_with_most_samples(tiny, env):
+    """Not the setup most runs share (the sweep's short pass): the one with the most samples,
+    where the shipped recovered runs are evaluated."""
+    shutil.rmtree(env.cached)
+    shutil.copytree(tiny.store, env.cached)  # two cached runs, 16 samples each
+    run_recipe(Recipe(base=tiny.base, eval={**EVAL, "n": 24}, name="more samples"),
+               RunStore(env.cached), device="cpu")
+    setups = ok(page("pareto")).multiselect(key="pa_setups")
+    assert len(setups.options) == 2 and [v.split(",")[0] for v in setups.value] == ["24 samples"]
+
+
+def test_pareto_shows_the_largest_setup_and_your_newest(tiny, env):
+    """Runs of two evaluation setups: the page starts on the one with most samples plus that of
     your newest run, with a warning when they differ; one setup alone has no warning."""
     shutil.rmtree(env.cached)
     shutil.copytree(tiny.store, env.cached)  # two cached runs, 16 samples each
