@@ -140,8 +140,9 @@ def evaluate(base, cfg: EvalConfig, progress: Optional[Progress] = None,
         "fidelity": fid.to_dict() | {"label": fid.label()},
         "environment": {"litediff": __version__, "torch": torch.__version__,
                         "machine": platform.machine(), "threads": torch.get_num_threads(),
-                        **cpu_info(),
-                        "gpu": machine_of(device) if str(device).startswith("cuda") else None},
+                        **cpu_info(),  # and the GPU's name where there is one
+                        **({"gpu": machine_of(device)} if str(device).startswith("cuda")
+                           else {})},
     }
     if meta.dataset == "fashion-mnist":
         result["quality_gate"] = quality_gate(images, meta.classes or reference.classes)
