@@ -31,7 +31,7 @@ from litediff_core.curves import evaluated_on, trained_on
 from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
-from litediff_core.recipes import Recipe
+from litediff_core.recipes import DENSE_METHOD, Recipe
 from litediff_core.results import RunResult
 from litediff_core.runs import RunStore, run_recipe
 
@@ -125,7 +125,7 @@ def _add_reference(store: RunStore, run_id: str, result: RunResult) -> None:
 
 def dense_fid_1000(store: RunStore):
     t = store.table()
-    rows = t[(t["method"] == "base (dense)") & (t["eval"] == "1000 samples, ddim 50 steps")]
+    rows = t[(t["method"] == DENSE_METHOD) & (t["n"] == 1000)]  # (other samplers: in the method)
     return rows.iloc[0] if len(rows) else None
 
 

@@ -24,7 +24,7 @@ import torch
 from litediff_core.device import cpu_label
 from litediff_core.errors import LiteDiffError
 from litediff_core.progress import TqdmProgress
-from litediff_core.recipes import Recipe
+from litediff_core.recipes import DENSE_METHOD, Recipe
 from litediff_core.runs import RunStore, run_recipe
 
 
@@ -104,12 +104,10 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
     not_run = [r.name for r in todo if store.find(r) is None and r.name not in failed]
     order = {r.key()[:12]: i for i, r in enumerate(todo)}  # the sweep's order, extras last
     t = t.assign(order=t["id"].map(order).fillna(len(order))).sort_values(["order", "created"])
-    def samples(ev: str) -> str:
-        return ev.split(" samples")[0]
-
-    # ΔFID against the dense model at DDIM 50 with the same number of samples
-    dense = t[(t["method"] == "base (dense)") & t["eval"].str.endswith("ddim 50 steps")]
-    base_fid = dict(zip(dense["eval"].map(samples), dense["fid"]))
+    # ΔFID against the dense model at DDIM 50 (other samplers are named in the method) with
+    # the same number of samples
+    dense = t[t["method"] == DENSE_METHOD]
+    base_fid = dict(zip(dense["n"], dense["fid"]))
     results = {r: store.load(r)["result"] for r in t["id"]}
     retimed = sum(bool(r.latency_remeasured) for r in results.values())
     lines = [
@@ -135,11 +133,10 @@ def write_results(store: RunStore, path: Path, command: str, todo=()) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in t.iterrows():
-        n = samples(row["eval"])
-        d = (row["fid"] / base_fid[n] - 1) if n in base_fid else None
+        d = (row["fid"] / base_fid[row["n"]] - 1) if row["n"] in base_fid else None
         lat = results[row["id"]].latency
         lines.append(
-            f"| {row['name']} | {row['eval'].split(' samples')[0]} | "
+            f"| {row['name']} | {row['n']} | "
             f"{row['eval'].split('samples, ')[-1]} | {fmt(row['fid'], '.2f')} "
             f"[{fmt(row['fid_lo'], '.2f')}, "
             f"{fmt(row['fid_hi'], '.2f')}] | {fmt(d, '+.1%')} | {fmt(row['ssim_to_base'], '.3f')}"

@@ -20,24 +20,22 @@ def pareto_front(df: pd.DataFrame, x: str, y: str, higher_is_better: bool = Fals
     return mask
 
 
-DENSE = "base (dense)"
-
-
 def showcase(df: pd.DataFrame) -> pd.Index:
     """The rows a first look at samples should compare, all evaluated the same way: the dense
     base, the compressed run with the lowest FID and the fastest compressed run (per step)
     that passes the quality gate (the fastest of all where none does or there is no gate).
     The setup (``eval``): of those the dense base was evaluated with, the one with the most
-    samples, then the most compressed runs. Empty where no setup has a dense base and a
-    compressed run."""
+    samples (``n``), then the most compressed runs. Empty where no setup has a dense base and
+    a compressed run. ``df``: ``RunStore.table`` rows (``dense``, ``n``, ``eval``, …)."""
     done = df[df["status"] == "done"]
-    dense = done["method"].astype(str).str.startswith(DENSE)
+    dense = done["dense"].astype(bool)
     counts = {ev: int((~dense & (done["eval"] == ev)).sum())
               for ev in done.loc[dense, "eval"].unique()}
-    setups = [ev for ev, n in counts.items() if n]
+    setups = [ev for ev, k in counts.items() if k]
     if not setups:
         return pd.Index([])
-    ev = max(setups, key=lambda e: (sample_count(e), counts[e]))
+    n = done.groupby("eval")["n"].max()
+    ev = max(setups, key=lambda e: (n[e], counts[e]))
     same = done[done["eval"] == ev]
     base = same[dense[same.index]].sort_values("created").index[:1]
     compressed = same[~dense[same.index]]
@@ -47,10 +45,3 @@ def showcase(df: pd.DataFrame) -> pd.Index:
     picks = [*base, *([fid.idxmin()] if len(fid) else []),
              *([speed.idxmax()] if len(speed) else [])]
     return pd.Index(list(dict.fromkeys(picks)))
-
-
-def sample_count(setup: str) -> int:
-    """The sample count of an evaluation label (``RunStore.table``'s ``eval``: ``"1000 samples,
-    ddim 50 steps"``; the Pareto page's setups: ``"1000 samples, … features"``)."""
-    head = str(setup).split(" ", 1)[0]
-    return int(head) if head.isdigit() else 0

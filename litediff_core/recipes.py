@@ -23,6 +23,7 @@ EVAL_ADDED = {"eta": 0.0}
 EVAL_COUNTS = ("n", "steps", "latency_batch")   # whole numbers ≥ 1
 # the names of litediff_core.samplers.SAMPLERS, without importing torch (a test keeps them equal)
 SAMPLER_NAMES = ("ddpm", "ddim", "dpm-solver++", "ams")
+DENSE_METHOD = "base (dense)"  # the method of a recipe without stages (tables mark it `dense`)
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}
 
 
@@ -149,7 +150,7 @@ class Recipe:
             c = s["config"]
             detail = [str(c[k]) for k in STAGES[s["stage"]].headline]
             parts.append(f"{s['stage']}({', '.join(detail)})" if detail else s["stage"])
-        text = " → ".join(parts) or "base (dense)"
+        text = " → ".join(parts) or DENSE_METHOD
         ev = self.eval
         if (ev["sampler"], ev["steps"], ev["eta"]) != ("ddim", 50, 0.0):
             text += f" · {ev['sampler']} {ev['steps']}" + (f" η={ev['eta']:g}" if ev["eta"] else "")

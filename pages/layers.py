@@ -177,9 +177,8 @@ def main() -> None:
     refs = list(choices)
     focus = st.session_state.get("layers_focus")
     if focus not in refs:  # open on a compressed run: the dense base's map is all "kept"
-        methods = table.set_index("ref")["method"]
-        focus = next((r for r in refs if not str(methods.get(r, "")).startswith("base (dense)")),
-                     refs[0])  # the dense base's method may carry its sampler: "… · ddim 2"
+        dense = table.set_index("ref")["dense"]
+        focus = next((r for r in refs if not dense.get(r, False)), refs[0])
     ref = st.selectbox("Run", refs, format_func=choices.get, key="ly_run",
                        index=refs.index(focus))
     store, run_id = ui.resolve(ref)

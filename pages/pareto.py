@@ -229,7 +229,7 @@ def selected_ref(event) -> str:
 
 def fid_setups(runs: pd.DataFrame) -> pd.Series:
     """'1000 samples, litediff-fmnist-cnn-v1 features' per run: what makes FIDs comparable."""
-    samples = runs["eval"].fillna("").str.split(" samples").str[0]
+    samples = runs["n"].map(lambda n: "?" if pd.isna(n) else str(int(n)))
     return samples + " samples, " + runs["extractor"].fillna("?") + " features"
 
 
@@ -255,7 +255,8 @@ def main() -> None:
         # the setup with the most samples (the default evaluation, where the recovered runs
         # are), then most runs; and that of your newest run (so a new run shows at once)
         counts = done["fid_setup"].value_counts()
-        default = [max(counts.index, key=lambda s: (pareto.sample_count(s), counts[s]))]
+        n = done.groupby("fid_setup")["n"].max()
+        default = [max(counts.index, key=lambda s: (n[s], counts[s]))]
         own = done[done["store"] == "yours"].dropna(subset=["fid_setup"])
         if not own.empty:
             newest = own.sort_values("created")["fid_setup"].iloc[-1]

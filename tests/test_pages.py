@@ -294,6 +294,9 @@ def test_pareto_starts_on_the_setup_with_most_samples(tiny, env):
     shutil.copytree(tiny.store, env.cached)  # two cached runs, 16 samples each
     run_recipe(Recipe(base=tiny.base, eval={**EVAL, "n": 24}, name="more samples"),
                RunStore(env.cached), device="cpu")
+    table = RunStore(env.cached).table().set_index("name")
+    assert table.loc["more samples", "dense"] and table.loc["more samples", "n"] == 24
+    assert not table["dense"].drop("more samples").any()
     setups = ok(page("pareto")).multiselect(key="pa_setups")
     assert len(setups.options) == 2 and [v.split(",")[0] for v in setups.value] == ["24 samples"]
 
@@ -390,13 +393,15 @@ def test_samples_first_compare_dense_best_and_fastest_usable_at_one_setup():
         ("unfinished", big, None, None, None)],
         columns=["method", "eval", "fid", "speedup", "gate"]).assign(
         status="done", created=range(10))
+    df["n"] = df["eval"].str.split(" ").str[0].astype(int)
+    df["dense"] = df["method"].str.startswith("base (dense)")
     df.loc[9, "status"] = "running"
     assert list(df.loc[showcase(df), "method"]) == ["base (dense)", "recovered 30 %",
                                                     "recovered 50 %"]
     # nothing passes the gate: the fastest of all; no compressed run beside a dense: nothing
     df["gate"] = None
     assert list(df.loc[showcase(df), "method"])[2] == "collapsed"
-    assert showcase(df[df["method"].str.startswith("base")]).empty
+    assert showcase(df[df["dense"]]).empty
 
 
 # ----------------------------------------------------------------------------- Runs

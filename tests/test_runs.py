@@ -89,6 +89,9 @@ def test_run_writes_a_complete_folder_and_is_reused(tmp_path, base_folder):
     assert (run / "metrics.json").stat().st_mtime_ns == mtime
     table = store.table()
     assert list(table["status"]) == ["done"] and table.loc[0, "params"] == m["size"]["params"]
+    # the FID's sample count and whether the run is the base itself, as columns (not labels)
+    assert table.loc[0, "n"] == EVAL["n"] == m["fidelity"]["n_generated"]
+    assert not table.loc[0, "dense"]
 
 
 def test_failed_and_interrupted_runs_are_marked_and_lose_nothing(tmp_path, base_folder):

@@ -193,7 +193,7 @@ def _mtime_ns(path: Path) -> Optional[int]:
 
 COLUMNS = ["id", "name", "method", "status", "params", "nonzero_params", "bytes", "macs",
            "latency_ms", "speedup", "image_ms", "image_speedup", "macs_total", "fid", "fid_lo", "fid_hi", "kid", "ssim_to_base",
-           "psnr_to_base", "gate", "train_steps", "wall_s", "eval", "created", "error"]
+           "psnr_to_base", "gate", "train_steps", "wall_s", "eval", "n", "dense", "created", "error"]
 
 
 def _row(run_id, recipe, status, r: RunResult) -> dict:
@@ -214,5 +214,7 @@ def _row(run_id, recipe, status, r: RunResult) -> dict:
         "ssim_to_base": cons.ssim_mean, "psnr_to_base": cons.psnr_mean,
         "gate": gate.passes, "train_steps": r.train_steps, "wall_s": r.wall_s,
         "eval": f"{ev.get('n')} samples, {ev.get('sampler')} {ev.get('steps')} steps" if ev else "",
+        "n": ev.get("n"),                      # the FID's sample count, to compare and sort by
+        "dense": not recipe.get("stages"),     # the base itself (at any sampler)
         "created": status.get("finished"), "error": status.get("error", ""),
     }
